@@ -1,0 +1,1 @@
+"""bertx.bench: the harness behind `bertx bench` (side-by-side speed, memory and accuracy)."""

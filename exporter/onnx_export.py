@@ -1,0 +1,170 @@
+"""Trace a transformers encoder to ONNX through Optimum, with every hidden state as an output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bertx.errors import ExportError, UnsupportedModelError
+from bertx.manifest import Architecture, Defaults, Pooling
+
+from .resolve import ResolvedModel
+
+SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "roberta")
+DYNAMIC_AXES = {0: "batch_size", 1: "sequence_length"}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the manifest needs to know about the source model, read once from its config."""
+
+    architecture: Architecture
+    defaults: Defaults
+    max_length_limit: int
+
+
+def read_model_facts(source: ResolvedModel, max_length: int | None) -> ModelFacts:
+    """Read the architecture, the default pooling and the max length from the model folder.
+
+    Raises:
+        UnsupportedModelError: the model type is not one bertx exports yet.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source.path)
+    model_type = str(config.model_type)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"model type {model_type!r} is not supported yet; bertx exports {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    positions = int(config.max_position_embeddings)
+    # RoBERTa numbers positions from padding_idx + 1, so two of its 514 positions are unusable.
+    limit = positions - (int(config.pad_token_id) + 1 if model_type == "roberta" else 0)
+    architecture = Architecture(
+        model_type=model_type,
+        num_layers=int(_first(config, "num_hidden_layers", "n_layers")),
+        hidden_size=int(_first(config, "hidden_size", "dim")),
+        num_heads=int(_first(config, "num_attention_heads", "n_heads")),
+        max_position_embeddings=positions,
+        type_vocab_size=int(getattr(config, "type_vocab_size", 0) or 0),
+        vocab_size=int(config.vocab_size),
+    )
+    defaults = _sentence_transformers_defaults(source.path, limit)
+    if max_length is not None:
+        if not 2 <= max_length <= limit:
+            raise ExportError(f"--max-length must be between 2 and {limit} for this model, got {max_length}")
+        defaults = Defaults(defaults.pooling, defaults.normalize, max_length, "--max-length")
+    return ModelFacts(architecture, defaults, limit)
+
+
+def export_onnx(source: ResolvedModel, facts: ModelFacts, out_dir: Path, opset: int | None) -> Path:
+    """Export the model with outputs `hidden_states.0` … `hidden_states.L` into `out_dir/model.onnx`.
+
+    Returns the path of the ONNX file. Optimum's own validation on random inputs is skipped: bertx's
+    parity gate checks every variant on real text afterwards.
+    """
+    from optimum.exporters.onnx import main_export
+    from optimum.exporters.tasks import TasksManager
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source.path)
+    constructor = TasksManager.get_exporter_config_constructor(
+        exporter="onnx", model_type=config.model_type, task="feature-extraction", library_name="transformers"
+    )
+    base_class = type(constructor(config))
+    layers = facts.architecture.num_layers
+
+    class HiddenStatesOnnxConfig(base_class):  # type: ignore[misc, valid-type]
+        """The model's own OnnxConfig with every hidden state as an output instead of the last only."""
+
+        @property
+        def outputs(self) -> dict[str, dict[int, str]]:
+            return {f"hidden_states.{i}": dict(DYNAMIC_AXES) for i in range(layers + 1)}
+
+    onnx_config = HiddenStatesOnnxConfig(config, task="feature-extraction")
+    with quiet():
+        main_export(
+            str(source.path),
+            output=out_dir,
+            task="feature-extraction",
+            opset=opset,
+            library_name="transformers",
+            model_kwargs={"output_hidden_states": True},
+            custom_onnx_configs={"model": onnx_config},
+            do_validation=False,
+            local_files_only=True,
+        )
+    path = out_dir / "model.onnx"
+    if not path.is_file():
+        raise ExportError(f"Optimum finished without writing {path}")
+    return path
+
+
+def onnx_io_names(path: Path) -> tuple[list[str], list[str]]:
+    """Input and output names of an ONNX file, in graph order."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [i.name for i in graph.input], [o.name for o in graph.output]
+
+
+def _first(config: Any, *names: str) -> Any:
+    for name in names:
+        if hasattr(config, name):
+            return getattr(config, name)
+    raise UnsupportedModelError(f"model config has none of {', '.join(names)}")
+
+
+def _sentence_transformers_defaults(folder: Path, limit: int) -> Defaults:
+    """Pooling, normalization and max length from a sentence-transformers folder, else plain defaults."""
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return Defaults(Pooling.MEAN, False, limit, "bertx default")
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    pooling, normalize = Pooling.MEAN, False
+    for module in modules:
+        kind = str(module.get("type", ""))
+        if kind.endswith("Pooling"):
+            pooling = _pooling_mode(folder / str(module.get("path", "")) / "config.json")
+        elif kind.endswith("Normalize"):
+            normalize = True
+    max_len = limit
+    st_config = folder / "sentence_bert_config.json"
+    if st_config.is_file():
+        value = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            max_len = min(value, limit)
+    return Defaults(pooling, normalize, max_len, "sentence-transformers config")
+
+
+def _pooling_mode(config_file: Path) -> Pooling:
+    if not config_file.is_file():
+        return Pooling.MEAN
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("pooling_mode_cls_token"):
+        return Pooling.CLS
+    if config.get("pooling_mode_max_tokens"):
+        return Pooling.MAX
+    return Pooling.MEAN
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the tracer warnings and info logs transformers, Optimum and onnxruntime print."""
+    loggers = [logging.getLogger(name) for name in ("transformers", "optimum", "torch.onnx", "onnxruntime")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)

@@ -1,0 +1,115 @@
+"""The parity gate: every variant against PyTorch fp32 on real, varied text.
+
+Both sides get exactly the same token ids (from the artifact's own tokenizer, as the runtime builds
+them), batched with padding. Errors are measured over real tokens only; padded positions are free
+to differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from bertx.manifest import Defaults, LayerError, ParityReport, Precision, Thresholds
+from bertx.pooling import cosine_rows, pool
+from bertx.session import create_session
+from bertx.tokenization import TextEncoder
+
+DEFAULT_THRESHOLDS: dict[Precision, Thresholds] = {
+    Precision.FP32: Thresholds(max_abs=1e-4, min_cosine=0.99999),
+    Precision.FP16: Thresholds(max_abs=None, min_cosine=0.999),
+    Precision.INT8: Thresholds(max_abs=None, min_cosine=0.98),
+}
+BATCH_SIZE = 16
+
+
+def parity_texts() -> list[str]:
+    """The built-in real sentences: short and long, punctuation, digits, accents, CJK, emoji."""
+    text = resources.files("bertx.exporter").joinpath("data/parity_sentences.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@dataclass
+class _Tally:
+    """Running statistics of one variant over the batches."""
+
+    layer_max: np.ndarray
+    cosines: list[np.ndarray] = field(default_factory=list)
+    nonfinite: bool = False
+
+
+def check_parity(
+    source_path: Path,
+    encoder: TextEncoder,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    variants: dict[Precision, Path],
+    defaults: Defaults,
+    thresholds: dict[Precision, Thresholds],
+    texts: Sequence[str] | None = None,
+) -> dict[Precision, ParityReport]:
+    """Run each variant's ONNX file and PyTorch fp32 on the same batches and compare.
+
+    Returns one report per variant; `report.passed` tells whether it met its thresholds.
+    """
+    import torch
+    from transformers import AutoModel
+
+    texts = list(texts) if texts is not None else parity_texts()
+    model = AutoModel.from_pretrained(source_path, output_hidden_states=True).eval()
+    sessions = {p: create_session(path) for p, path in variants.items()}
+    tallies = {p: _Tally(layer_max=np.zeros(len(output_names))) for p in variants}
+    encodings = encoder.encode(texts)
+    tokens = sum(len(e.ids) for e in encodings)
+    for start in range(0, len(encodings), BATCH_SIZE):
+        batch = encoder.pad(encodings[start : start + BATCH_SIZE])
+        feeds = batch.feeds(input_names)
+        with torch.inference_mode():
+            reference = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).hidden_states
+        expected = [h.numpy() for h in reference]
+        real = batch.mask.astype(bool)
+        expected_pooled = pool(expected[-1], batch.mask, defaults.pooling)
+        for precision, session in sessions.items():
+            got = session.run(list(output_names), feeds)
+            tally = tallies[precision]
+            for i, (ours, theirs) in enumerate(zip(got, expected)):
+                tally.nonfinite |= not bool(np.isfinite(ours[real]).all())
+                tally.layer_max[i] = max(tally.layer_max[i], float(np.abs(ours[real] - theirs[real]).max()))
+            tally.cosines.append(cosine_rows(pool(got[-1], batch.mask, defaults.pooling), expected_pooled))
+    return {
+        precision: _report(tally, output_names, thresholds[precision], defaults, len(texts), tokens)
+        for precision, tally in tallies.items()
+    }
+
+
+def _report(
+    tally: _Tally,
+    names: Sequence[str],
+    limits: Thresholds,
+    defaults: Defaults,
+    texts: int,
+    tokens: int,
+) -> ParityReport:
+    cosines = np.concatenate(tally.cosines)
+    layers = tuple(LayerError(name, float(err)) for name, err in zip(names, tally.layer_max))
+    cosine_min = float(np.nan_to_num(cosines.min(), nan=-1.0))
+    passed = (
+        not tally.nonfinite
+        and cosine_min >= limits.min_cosine
+        and (limits.max_abs is None or all(layer.max_abs <= limits.max_abs for layer in layers))
+    )
+    return ParityReport(
+        passed=passed,
+        thresholds=limits,
+        texts=texts,
+        tokens=tokens,
+        pooling=defaults.pooling,
+        normalize=defaults.normalize,
+        layers=layers,
+        cosine_min=cosine_min,
+        cosine_mean=float(np.nan_to_num(cosines.mean(), nan=-1.0)),
+        nonfinite=tally.nonfinite,
+    )

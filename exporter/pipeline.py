@@ -1,0 +1,313 @@
+"""`export_model`: resolve, export, fuse, quantize, validate and write an artifact folder atomically.
+
+Everything is written into a hidden folder beside the target and renamed into place only when every
+step (and the parity gate) succeeded. A failure or an interrupt removes that folder, and an existing
+artifact is never touched without `force`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import bertx
+from bertx.cpu import cpu_info
+from bertx.display import layer_table, parity_table, variants_table
+from bertx.errors import ExportError, OutputExistsError, ParityError, UnsupportedModelError
+from bertx.manifest import Manifest, ParityReport, Precision, Source, Thresholds, TokenizerInfo, Variant
+from bertx.tokenization import TextEncoder
+from rich.console import Console
+from rich.table import Table
+
+from .onnx_export import export_onnx, onnx_io_names, quiet, read_model_facts
+from .parity import DEFAULT_THRESHOLDS, check_parity
+from .resolve import resolve_model, sha256_file
+from .int8 import quantize_int8
+from .variants import OptimizeLevel, fuse
+
+VARIANT_FILES = {Precision.FP32: "model.onnx", Precision.INT8: "model.int8.onnx", Precision.FP16: "model.fp16.onnx"}
+_PARTIAL = ".partial-"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Everything `bertx export` can be told."""
+
+    model: str
+    output: Path | None = None
+    optimize: OptimizeLevel = OptimizeLevel.O2
+    int8: bool = False
+    fp16: bool = False
+    opset: int | None = None
+    max_length: int | None = None
+    force: bool = False
+    validate: bool = True
+    thresholds: dict[Precision, Thresholds] = field(default_factory=dict)
+    allow_download: bool = True
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the artifact was written, its manifest, and how long each step took."""
+
+    path: Path
+    manifest: Manifest
+    timings: dict[str, float]
+
+
+class _Steps:
+    """Progress for the export steps: a spinner while running, a line with the time when done."""
+
+    def __init__(self, console: Console, quiet_mode: bool) -> None:
+        self.console = console
+        self.quiet = quiet_mode
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str, detail: str = "") -> Iterator[None]:
+        start = time.perf_counter()
+        if self.quiet:
+            yield
+        else:
+            with self.console.status(f"{name} {detail}".strip() + " …"):
+                yield
+        self.timings[name] = time.perf_counter() - start
+        if not self.quiet:
+            self.console.print(f"[green]✓[/] {name:<9} {self.timings[name]:6.1f}s  {detail}")
+
+
+def export_model(options: ExportOptions, console: Console | None = None, quiet_mode: bool = False) -> ExportResult:
+    """Export `options.model` into an artifact folder and return where it went.
+
+    Raises:
+        ModelNotFoundError, UnsupportedModelError, OutputExistsError, ExportError, ParityError.
+    """
+    console = console or Console(stderr=True)
+    steps = _Steps(console, quiet_mode)
+    with steps.step("resolve", options.model):
+        source = resolve_model(options.model, options.allow_download)
+    target = (options.output or Path("models") / source.name).absolute()
+    if target.exists() and not options.force:
+        raise OutputExistsError(f"{target} already exists; pass --force to replace it")
+    if target.exists() and not target.is_dir():
+        raise OutputExistsError(f"{target} exists and is not a folder; choose another --output")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(target)
+    scratch = target.parent / f".{target.name}{_PARTIAL}{os.getpid()}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        with _sigterm_as_interrupt():
+            scratch.mkdir()
+            manifest = _build(options, source, scratch, steps)
+            _move_into_place(scratch / "artifact", target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if not quiet_mode:
+        _print_summary(console, target, manifest, steps.timings)
+    return ExportResult(target, manifest, steps.timings)
+
+
+def _build(options: ExportOptions, source: Any, scratch: Path, steps: _Steps) -> Manifest:
+    artifact, work = scratch / "artifact", scratch / "work"
+    artifact.mkdir()
+    work.mkdir()
+    with steps.step("load", f"({source.found_via}: {source.path})"):
+        facts = read_model_facts(source, options.max_length)
+        tokenizer = _write_tokenizer(source.path, artifact / "tokenizer.json")
+        weights = source.weights_file
+        source_info = Source(source.id, str(source.path), source.found_via, weights.name, sha256_file(weights))
+    with steps.step("export", "(Optimum, all hidden states)"):
+        exported = export_onnx(source, facts, work / "exported", options.opset)
+        inputs, outputs = onnx_io_names(exported)
+        expected = [f"hidden_states.{i}" for i in range(facts.architecture.num_layers + 1)]
+        if outputs != expected:
+            raise ExportError(f"exported graph has outputs {outputs}, expected {expected}")
+    files: dict[Precision, tuple[Path, dict[str, Any], dict[str, Any] | None]] = {}
+    with steps.step("fuse", f"({options.optimize.value})"):
+        fused, settings = fuse(work / "exported", options.optimize, work / "fused")
+        files[Precision.FP32] = (fused, settings, None)
+    encoder = TextEncoder(artifact / "tokenizer.json", facts.defaults.max_seq_length, tokenizer.pad_token_id)
+    if options.int8:
+        cpu = cpu_info()
+        with steps.step("int8", f"(dynamic per-channel, {cpu.int8_preset} preset, sensitive layers kept fp32)"):
+            int8_path, quant = quantize_int8(fused, cpu, work, encoder, inputs, outputs[-1], facts.defaults)
+            files[Precision.INT8] = (int8_path, settings, quant)
+    if options.fp16:
+        with steps.step("fp16", "(fp16 weights and compute, fp32 inputs/outputs)"):
+            fp16_path, fp16_settings = fuse(work / "exported", options.optimize, work / "fp16", fp16=True)
+            files[Precision.FP16] = (fp16_path, fp16_settings, None)
+    for precision, (path, _, _) in files.items():
+        shutil.copyfile(path, artifact / VARIANT_FILES[precision])
+    reports: dict[Precision, ParityReport] = {}
+    if options.validate:
+        thresholds = {**DEFAULT_THRESHOLDS, **options.thresholds}
+        with steps.step("validate", f"({', '.join(p.value for p in files)} vs PyTorch fp32)"):
+            with quiet():
+                reports = check_parity(
+                    source.path,
+                    encoder,
+                    inputs,
+                    outputs,
+                    {p: artifact / VARIANT_FILES[p] for p in files},
+                    facts.defaults,
+                    thresholds,
+                )
+        failed = [p.value for p, r in reports.items() if not r.passed]
+        if failed:
+            steps.console.print(parity_table({p.value: r for p, r in reports.items()}))
+            raise ParityError(
+                f"{', '.join(failed)} did not meet the parity thresholds against PyTorch (table above); "
+                "nothing was written. Use another --optimize level, relax the threshold, or --no-validate"
+            )
+    variants = {
+        precision: Variant(
+            precision=precision,
+            file=VARIANT_FILES[precision],
+            sha256=sha256_file(artifact / VARIANT_FILES[precision]),
+            size_bytes=(artifact / VARIANT_FILES[precision]).stat().st_size,
+            optimization=settings,
+            quantization=quant,
+            validated=precision in reports,
+            parity=reports.get(precision),
+        )
+        for precision, (_, settings, quant) in files.items()
+    }
+    manifest = Manifest(
+        bertx_version=bertx.__version__,
+        source=source_info,
+        architecture=facts.architecture,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        tokenizer=tokenizer,
+        defaults=facts.defaults,
+        variants=variants,
+        export=_export_facts(exported, options),
+    )
+    manifest.save(artifact)
+    return manifest
+
+
+def _write_tokenizer(model_dir: Path, path: Path) -> TokenizerInfo:
+    """Save the model's fast tokenizer without its own padding/truncation (the runtime sets both)."""
+    from transformers import AutoTokenizer
+
+    with quiet():
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if not tokenizer.is_fast:
+        raise UnsupportedModelError(f"{model_dir} has no fast (tokenizers) tokenizer; bertx needs tokenizer.json")
+    if tokenizer.pad_token_id is None:
+        raise UnsupportedModelError(f"the tokenizer of {model_dir} defines no padding token")
+    backend = tokenizer.backend_tokenizer
+    backend.no_padding()
+    backend.no_truncation()
+    backend.save(str(path))
+    return TokenizerInfo(
+        file=path.name,
+        sha256=sha256_file(path),
+        vocab_size=backend.get_vocab_size(with_added_tokens=True),
+        pad_token=str(tokenizer.pad_token),
+        pad_token_id=int(tokenizer.pad_token_id),
+    )
+
+
+def _export_facts(exported: Path, options: ExportOptions) -> dict[str, Any]:
+    import onnx
+
+    opset = next(
+        (
+            o.version
+            for o in onnx.load(str(exported), load_external_data=False).opset_import
+            if o.domain in ("", "ai.onnx")
+        ),
+        None,
+    )
+    versions: dict[str, str | None] = {}
+    for package in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "opset": opset,
+        "optimize": options.optimize.value,
+        "validated": options.validate,
+        "versions": versions,
+    }
+
+
+def _move_into_place(built: Path, target: Path) -> None:
+    """Rename the finished artifact onto `target`, keeping the old one until the new one is there."""
+    backup = target.parent / f".{target.name}.replaced-{os.getpid()}"
+    if target.exists():
+        os.replace(target, backup)
+    try:
+        os.replace(built, target)
+    except OSError:
+        if backup.exists():
+            os.replace(backup, target)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete scratch folders left by exports that were killed outright (their process is gone)."""
+    for leftover in target.parent.glob(f".{target.name}{_PARTIAL}*"):
+        pid = leftover.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so that a terminated export cleans up after itself."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print_summary(console: Console, target: Path, manifest: Manifest, timings: dict[str, float]) -> None:
+    steps = Table(title="Steps")
+    steps.add_column("step")
+    steps.add_column("time", justify="right")
+    for name, seconds in timings.items():
+        steps.add_row(name, f"{seconds:.1f}s")
+    steps.add_row("[bold]total[/]", f"[bold]{sum(timings.values()):.1f}s[/]")
+    console.print(steps)
+    console.print(variants_table(manifest))
+    reports = {p.value: v.parity for p, v in manifest.variants.items()}
+    checked = {name: report for name, report in reports.items() if report is not None}
+    if checked:
+        console.print(layer_table(checked))
+    console.print(parity_table(reports))
+    console.print(f"[bold green]artifact written to {target}[/]")

@@ -1,0 +1,72 @@
+"""Rich tables shared by `bertx export` and `bertx info`."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from .manifest import Manifest, ParityReport, Variant
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def parity_table(variants: dict[str, ParityReport | None]) -> Table:
+    """Per-variant parity against PyTorch fp32: worst layer error, cosines, thresholds, verdict."""
+    table = Table(title="Parity against PyTorch fp32 (real text, real tokens only)")
+    for column in ("variant", "max abs (worst layer)", "min cosine", "mean cosine", "thresholds", "result"):
+        table.add_column(column, justify="right" if column not in ("variant", "result") else "left")
+    for name, report in variants.items():
+        if report is None:
+            table.add_row(name, "-", "-", "-", "-", "[yellow]not validated[/]")
+            continue
+        limits = report.thresholds
+        rule = f"cos ≥ {limits.min_cosine}" + (f", abs ≤ {limits.max_abs:g}" if limits.max_abs is not None else "")
+        worst = max(report.layers, key=lambda layer: layer.max_abs)
+        verdict = "[green]pass[/]" if report.passed else "[red]FAIL[/]"
+        if report.nonfinite:
+            verdict += " [red](NaN/Inf)[/]"
+        table.add_row(
+            name,
+            f"{worst.max_abs:.2e} ({worst.name})",
+            f"{report.cosine_min:.6f}",
+            f"{report.cosine_mean:.6f}",
+            rule,
+            verdict,
+        )
+    return table
+
+
+def layer_table(variants: dict[str, ParityReport]) -> Table:
+    """Max abs error per hidden state, one column per variant."""
+    table = Table(title="Max abs error per hidden state")
+    table.add_column("output")
+    for name in variants:
+        table.add_column(name, justify="right")
+    reports = list(variants.values())
+    if reports:
+        for i, layer in enumerate(reports[0].layers):
+            table.add_row(layer.name, *(f"{r.layers[i].max_abs:.2e}" for r in reports))
+    return table
+
+
+def variants_table(manifest: Manifest) -> Table:
+    """Files of an artifact with their size and how each was made."""
+    table = Table(title="Variants")
+    for column in ("variant", "file", "size", "made with"):
+        table.add_column(column)
+    for precision, variant in manifest.variants.items():
+        table.add_row(precision.value, variant.file, _size(variant.size_bytes), _how(variant))
+    return table
+
+
+def _how(variant: Variant) -> str:
+    opt = variant.optimization
+    text = f"fusion {opt.get('level', '?')}"
+    if opt.get("fp16"):
+        text += ", fp16 weights and compute (fp32 I/O)"
+    quant = variant.quantization
+    if quant:
+        channel = "per-channel" if quant.get("per_channel") else "per-tensor"
+        text += f", int8 {quant.get('mode', '')} {channel}, preset {quant.get('preset', '?')}"
+    return text

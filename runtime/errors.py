@@ -1,0 +1,55 @@
+"""The errors bertx raises for user mistakes and unusable artifacts.
+
+Every error a user can cause is a `BertxError`; the CLI prints it as one line and exits with code 2.
+Subclasses also derive from the built-in exception a caller would naturally catch.
+"""
+
+from __future__ import annotations
+
+
+class BertxError(Exception):
+    """Base class of every error bertx raises on purpose."""
+
+
+class ArtifactError(BertxError, ValueError):
+    """An artifact folder is missing, incomplete, corrupt, or inconsistent with itself."""
+
+
+class VariantError(BertxError, ValueError):
+    """A precision variant was asked for that the artifact does not hold."""
+
+
+class ProviderError(BertxError, RuntimeError):
+    """An onnxruntime execution provider was asked for that cannot be used here."""
+
+
+class InputError(BertxError, TypeError):
+    """Texts passed to the runtime are not what it accepts."""
+
+
+class InputFileError(BertxError, ValueError):
+    """An input file cannot be read or decoded."""
+
+
+class ModelNotFoundError(BertxError, FileNotFoundError):
+    """The model to export was found nowhere bertx looked."""
+
+
+class UnsupportedModelError(BertxError, ValueError):
+    """The model's architecture is not one bertx can export yet."""
+
+
+class OutputExistsError(BertxError, FileExistsError):
+    """The export target already exists and `force` was not given."""
+
+
+class ExportError(BertxError, RuntimeError):
+    """A step of the export failed."""
+
+
+class ParityError(BertxError):
+    """A variant's outputs differ from PyTorch by more than its thresholds allow."""
+
+
+class MissingDependencyError(BertxError, ImportError):
+    """An optional dependency needed by the requested feature is not installed."""

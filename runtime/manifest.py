@@ -1,0 +1,272 @@
+"""The artifact manifest (`bertx.json`): everything the runtime needs to serve an exported model.
+
+The manifest is the contract between the exporter and the runtime. The runtime never reads
+transformers' config files; what it needs about the architecture, the tokenizer and the default
+pooling is written here at export time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "bertx.json"
+
+
+class Pooling(str, Enum):
+    """How token vectors become one sentence vector (padding never contributes)."""
+
+    CLS = "cls"
+    MEAN = "mean"
+    MAX = "max"
+
+
+class Precision(str, Enum):
+    """The precision variants an artifact can hold; fp32 is always present."""
+
+    FP32 = "fp32"
+    INT8 = "int8"
+    FP16 = "fp16"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the exported weights came from."""
+
+    id: str
+    path: str
+    found_via: str
+    weights_file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The encoder's shape, as the runtime and `bertx info` need it."""
+
+    model_type: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    max_position_embeddings: int
+    type_vocab_size: int
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """The tokenizer file and the facts needed to pad and to check it matches the model."""
+
+    file: str
+    sha256: str
+    vocab_size: int
+    pad_token: str
+    pad_token_id: int
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Default sentence-embedding settings, from a sentence-transformers config when there is one."""
+
+    pooling: Pooling
+    normalize: bool
+    max_seq_length: int
+    origin: str
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits a variant must meet against PyTorch fp32; `None` means not checked."""
+
+    max_abs: float | None
+    min_cosine: float
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """Max absolute difference of one hidden state over real (unpadded) tokens."""
+
+    name: str
+    max_abs: float
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How one variant compares with PyTorch fp32 on the built-in real text."""
+
+    passed: bool
+    thresholds: Thresholds
+    texts: int
+    tokens: int
+    pooling: Pooling
+    normalize: bool
+    layers: tuple[LayerError, ...]
+    cosine_min: float
+    cosine_mean: float
+    nonfinite: bool
+
+    @property
+    def max_abs(self) -> float:
+        """The largest per-layer error."""
+        return max((layer.max_abs for layer in self.layers), default=0.0)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ONNX file of the artifact and how it was made."""
+
+    precision: Precision
+    file: str
+    sha256: str
+    size_bytes: int
+    optimization: dict[str, Any]
+    quantization: dict[str, Any] | None
+    validated: bool
+    parity: ParityReport | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed contents of `bertx.json`."""
+
+    bertx_version: str
+    source: Source
+    architecture: Architecture
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    tokenizer: TokenizerInfo
+    defaults: Defaults
+    variants: dict[Precision, Variant]
+    export: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def last_output(self) -> str:
+        """The output name of the last encoder layer."""
+        return self.outputs[-1]
+
+    def variant(self, precision: Precision | str) -> Variant:
+        """Return a variant by name, or raise `VariantError` listing those present."""
+        from .errors import VariantError
+
+        names = ", ".join(p.value for p in self.variants)
+        try:
+            key = Precision(precision)
+        except ValueError:
+            raise VariantError(
+                f"unknown variant {precision!r}: expected one of fp32, int8, fp16 (this artifact has {names})"
+            ) from None
+        if key not in self.variants:
+            raise VariantError(f"this artifact has no {key.value} variant; it has {names}")
+        return self.variants[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with `schema_version` first."""
+        body = asdict(self)
+        body.pop("schema_version")
+        body["variants"] = {p.value: asdict(v) for p, v in self.variants.items()}
+        return {"schema_version": self.schema_version, **_plain(body)}
+
+    def save(self, folder: Path) -> Path:
+        """Write `bertx.json` into `folder` and return its path."""
+        path = folder / MANIFEST_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Build a manifest from its JSON form; raise `ArtifactError` on anything malformed."""
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ArtifactError(
+                f"manifest schema_version is {version!r}, this bertx reads {SCHEMA_VERSION}; "
+                "re-export the model with this version of bertx"
+            )
+        try:
+            defaults = dict(data["defaults"])
+            defaults["pooling"] = Pooling(defaults["pooling"])
+            variants = {Precision(name): _variant(v) for name, v in data["variants"].items()}
+            manifest = cls(
+                bertx_version=str(data["bertx_version"]),
+                source=Source(**data["source"]),
+                architecture=Architecture(**data["architecture"]),
+                inputs=tuple(data["inputs"]),
+                outputs=tuple(data["outputs"]),
+                tokenizer=TokenizerInfo(**data["tokenizer"]),
+                defaults=Defaults(**defaults),
+                variants=variants,
+                export=dict(data.get("export", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"manifest is malformed ({type(exc).__name__}: {exc})") from exc
+        if Precision.FP32 not in manifest.variants:
+            raise ArtifactError("manifest lists no fp32 variant; every artifact must have one")
+        if len(manifest.outputs) != manifest.architecture.num_layers + 1:
+            raise ArtifactError(
+                f"manifest lists {len(manifest.outputs)} outputs for {manifest.architecture.num_layers} layers; "
+                "expected one per layer plus the embedding output"
+            )
+        return manifest
+
+    @classmethod
+    def load(cls, folder: Path) -> Manifest:
+        """Read `bertx.json` from an artifact folder."""
+        path = folder / MANIFEST_NAME
+        if not folder.is_dir():
+            raise ArtifactError(f"artifact folder {folder} does not exist; export one with `bertx export MODEL`")
+        if not path.is_file():
+            raise ArtifactError(
+                f"{folder} has no {MANIFEST_NAME}: it is not a bertx artifact (export one with `bertx export MODEL`)"
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"cannot read {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{path} does not hold a JSON object")
+        return cls.from_dict(data)
+
+
+def _variant(data: dict[str, Any]) -> Variant:
+    parity = data.get("parity")
+    report = None
+    if parity is not None:
+        report = ParityReport(
+            passed=bool(parity["passed"]),
+            thresholds=Thresholds(**parity["thresholds"]),
+            texts=int(parity["texts"]),
+            tokens=int(parity["tokens"]),
+            pooling=Pooling(parity["pooling"]),
+            normalize=bool(parity["normalize"]),
+            layers=tuple(LayerError(**layer) for layer in parity["layers"]),
+            cosine_min=float(parity["cosine_min"]),
+            cosine_mean=float(parity["cosine_mean"]),
+            nonfinite=bool(parity["nonfinite"]),
+        )
+    return Variant(
+        precision=Precision(data["precision"]),
+        file=str(data["file"]),
+        sha256=str(data["sha256"]),
+        size_bytes=int(data["size_bytes"]),
+        optimization=dict(data["optimization"]),
+        quantization=None if data.get("quantization") is None else dict(data["quantization"]),
+        validated=bool(data["validated"]),
+        parity=report,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """Turn enums and tuples into JSON values, recursively."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {(k.value if isinstance(k, Enum) else k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,41 @@
+"""Mask-aware pooling of token vectors into sentence vectors, in numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .manifest import Pooling
+
+
+def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
+    """Pool `hidden` (batch, tokens, dim) over the tokens where `mask` (batch, tokens) is 1.
+
+    Padding never contributes: mean divides by the number of real tokens, max ignores padded
+    positions. The result is float32 (batch, dim).
+    """
+    hidden = hidden.astype(np.float32, copy=False)
+    if pooling is Pooling.CLS:
+        return np.ascontiguousarray(hidden[:, 0, :])
+    real = mask.astype(bool)[:, :, None]
+    if pooling is Pooling.MEAN:
+        total = np.where(real, hidden, np.float32(0)).sum(axis=1, dtype=np.float32)
+        counts = np.maximum(real.sum(axis=1, dtype=np.float32), np.float32(1))
+        return np.asarray(total / counts, dtype=np.float32)
+    if pooling is Pooling.MAX:
+        return np.asarray(np.where(real, hidden, np.float32(-np.inf)).max(axis=1), dtype=np.float32)
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Scale rows to unit length; all-zero rows stay zero instead of becoming NaN."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, np.float32(1e-12)), dtype=np.float32)
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of `a` with the same row of `b`, in float64."""
+    a64 = a.astype(np.float64)
+    b64 = b.astype(np.float64)
+    dots = (a64 * b64).sum(axis=1)
+    norms = np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1)
+    return np.asarray(dots / np.maximum(norms, 1e-300))

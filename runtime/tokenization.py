@@ -1,0 +1,88 @@
+"""Tokenization with the artifact's `tokenizer.json`, and padded batches for onnxruntime.
+
+A model's tokenizer.json may carry its own padding and truncation (the packaged all-MiniLM-L6-v2 pads
+every text to 128 and cuts at 128 although its sentence-transformers config says 256). Loaded as-is
+that silently truncates texts and multiplies the work, so bertx always sets both itself: truncation
+at the manifest's max_seq_length, and padding to the longest text of each batch, done here in numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from .errors import ArtifactError, InputError
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded int64 inputs for one onnxruntime call; `mask` is 1 on real tokens."""
+
+    input_ids: np.ndarray
+    mask: np.ndarray
+    type_ids: np.ndarray
+
+    def feeds(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The onnxruntime feed dict for the input names the model declares."""
+        by_name = {"input_ids": self.input_ids, "attention_mask": self.mask, "token_type_ids": self.type_ids}
+        return {name: by_name[name] for name in names}
+
+
+class TextEncoder:
+    """Turns texts into token ids with fixed truncation and no built-in padding.
+
+    The underlying `tokenizers.Tokenizer` is configured once here and never changed afterwards, so
+    one instance can be used from several threads.
+    """
+
+    def __init__(self, path: Path, max_length: int, pad_id: int) -> None:
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
+            raise ArtifactError(f"cannot load tokenizer {path}: {exc}") from exc
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length)
+        self._tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_id = pad_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of entries in the vocabulary, added tokens included."""
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """Tokenize texts (special tokens added, truncated to `max_length`)."""
+        check_texts(texts)
+        return list(self._tokenizer.encode_batch(list(texts), add_special_tokens=True))
+
+    def pad(self, encodings: Sequence[Encoding]) -> Batch:
+        """Pad encodings to the longest of them."""
+        width = max((len(e.ids) for e in encodings), default=0)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            ids[row, :n] = encoding.ids
+            mask[row, :n] = 1
+            types[row, :n] = encoding.type_ids
+        return Batch(ids, mask, types)
+
+
+def is_truncated(encoding: Encoding) -> bool:
+    """Whether the tokenizer cut tokens off this text."""
+    return len(encoding.overflowing) > 0
+
+
+def check_texts(texts: object) -> None:
+    """Raise `InputError` unless `texts` is a list or tuple of strings, naming the first bad item."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InputError(f"expected a list of strings, got {type(texts).__name__}")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"item {index} is {type(text).__name__}, expected str")

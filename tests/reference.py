@@ -1,0 +1,55 @@
+"""Independent reference computations in PyTorch, for comparing bertx's outputs against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def torch_hidden_states(model_dir: Path, texts: list[str], max_length: int) -> list[list[np.ndarray]]:
+    """Per text, every hidden state (tokens, hidden) from transformers with output_hidden_states.
+
+    Texts are run one at a time, so no padding is involved at all; the tokenizer is the model
+    folder's own (transformers' AutoTokenizer), not bertx's.
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir, output_hidden_states=True).eval()
+    out = []
+    for text in texts:
+        inputs = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
+        with torch.inference_mode():
+            states = model(**inputs).hidden_states
+        out.append([h[0].numpy() for h in states])
+    return out
+
+
+def torch_sentence_embeddings(
+    model_dir: Path, texts: list[str], max_length: int, pooling: str, normalize: bool
+) -> np.ndarray:
+    """Sentence vectors pooled in torch from the last hidden state, one text at a time."""
+    import torch
+
+    rows = []
+    for states in torch_hidden_states(model_dir, texts, max_length):
+        last = torch.from_numpy(states[-1])
+        if pooling == "cls":
+            vec = last[0]
+        elif pooling == "mean":
+            vec = last.mean(dim=0)
+        elif pooling == "max":
+            vec = last.max(dim=0).values
+        else:
+            raise ValueError(pooling)
+        if normalize:
+            vec = torch.nn.functional.normalize(vec, dim=0)
+        rows.append(vec.numpy())
+    return np.stack(rows)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return (a64 * b64).sum(1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))
