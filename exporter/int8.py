@@ -192,8 +192,7 @@ def _pooled(
 ) -> list[np.ndarray]:
     session = create_session(path)
     return [
-        pool(session.run([last_output], batch.feeds(input_names))[0], batch.mask, defaults.pooling)
-        for batch in batches
+        pool(session.run([last_output], batch.feeds(input_names))[0], batch.mask, defaults.pooling) for batch in batches
     ]
 
 

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
 from bertx.manifest import Defaults, LayerError, ParityReport, Precision, Thresholds
 from bertx.pooling import cosine_rows, pool
 from bertx.session import create_session

@@ -20,19 +20,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 import bertx
 from bertx.cpu import cpu_info
 from bertx.display import layer_table, parity_table, variants_table
 from bertx.errors import ExportError, OutputExistsError, ParityError, UnsupportedModelError
 from bertx.manifest import Manifest, ParityReport, Precision, Source, Thresholds, TokenizerInfo, Variant
 from bertx.tokenization import TextEncoder
-from rich.console import Console
-from rich.table import Table
 
+from .int8 import quantize_int8
 from .onnx_export import export_onnx, onnx_io_names, quiet, read_model_facts
 from .parity import DEFAULT_THRESHOLDS, check_parity
 from .resolve import resolve_model, sha256_file
-from .int8 import quantize_int8
 from .variants import OptimizeLevel, fuse
 
 VARIANT_FILES = {Precision.FP32: "model.onnx", Precision.INT8: "model.int8.onnx", Precision.FP16: "model.fp16.onnx"}

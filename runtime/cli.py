@@ -232,3 +232,7 @@ def info(artifact: Annotated[Path, typer.Argument(help="Artifact folder written 
 def main() -> None:
     """Entry point of the `bertx` console script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -69,7 +69,12 @@ def make_tiny_model(folder: Path, model_type: str = "bert", layers: int = 2, see
         from tokenizers import ByteLevelBPETokenizer
 
         bpe = ByteLevelBPETokenizer()
-        bpe.train_from_iterator([" ".join(WORDS)] * 20, vocab_size=400, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        bpe.train_from_iterator(
+            [" ".join(WORDS)] * 20,
+            vocab_size=400,
+            min_frequency=1,
+            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        )
         bpe.save_model(str(folder))
         tokenizer = RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
         model = RobertaModel(

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reference import cosines, torch_sentence_embeddings
 
 import bertx
 from bertx.errors import ArtifactError, InputError, ProviderError, VariantError
+
+from reference import cosines, torch_sentence_embeddings
 
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",
@@ -133,7 +134,7 @@ def test_corrupt_onnx_of_the_right_size_is_reported(tmp_path: Path, tiny_artifac
     shutil.copytree(tiny_artifact, copy)
     size = (copy / "model.onnx").stat().st_size
     (copy / "model.onnx").write_bytes(b"\x00garbage" * (size // 8) + b"\x00" * (size % 8))
-    with pytest.raises(ArtifactError, match="cannot load model.onnx"):
+    with pytest.raises(ArtifactError, match=r"cannot load model\.onnx"):
         bertx.Model.from_pretrained(copy)
 
 

@@ -1,0 +1,107 @@
+"""The `bertx` command line, run as a user would: exit codes, one-line errors, files in and out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bertx
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bertx.cli", *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_version() -> None:
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"bertx {bertx.__version__}"
+
+
+def test_embed_arguments_to_npy_and_jsonl(tiny_artifact: Path, tmp_path: Path) -> None:
+    texts = ["the cat", "a dog runs in the park"]
+    want = bertx.Model.from_pretrained(tiny_artifact).embed(texts)
+    result = run("embed", str(tiny_artifact), *texts, "-o", str(tmp_path / "v.npy"))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), want, atol=1e-6)
+    result = run("embed", str(tiny_artifact), *texts, "-o", str(tmp_path / "v.jsonl"), "--pooling", "cls")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    cls = bertx.Model.from_pretrained(tiny_artifact).embed(texts, pooling="cls")
+    assert [r["text"] for r in rows] == texts
+    np.testing.assert_allclose(np.array([r["embedding"] for r in rows]), cls, atol=1e-6)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_embed_table_on_terminal(tiny_artifact: Path) -> None:
+    result = run("embed", str(tiny_artifact), "the cat", "--variant", "int8")
+    assert result.returncode == 0, result.stderr
+    assert "1 embeddings × 32 (int8)" in result.stdout and "the cat" in result.stdout
+
+
+def test_embed_file_and_stdin(tiny_artifact: Path, tmp_path: Path) -> None:
+    lines = [f"the cat number {i}" for i in range(300)]
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(lines[:150]) + "\n\n" + "\n".join(lines[150:]) + "\n", encoding="utf-8")
+    result = run(
+        "embed", str(tiny_artifact), "--input", str(source), "-o", str(tmp_path / "out.jsonl"), "--batch-size", "8"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == lines
+    assert rows[150]["line"] == 152
+    result = run("embed", str(tiny_artifact), "--input", "-", "-o", "-", stdin="\n".join(lines[:3]).encode())
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == lines[:3]
+
+
+def test_undecodable_input_names_the_line(tiny_artifact: Path, tmp_path: Path) -> None:
+    source = tmp_path / "bad.txt"
+    source.write_bytes(b"fine\nalso fine\nbroken \xff\xfe here\n")
+    result = run("embed", str(tiny_artifact), "--input", str(source), "-o", str(tmp_path / "o.npy"))
+    assert result.returncode == 2
+    assert "line 3" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["embed", "{missing}", "hi"], "does not exist"),
+        (["embed", "{artifact}", "hi", "--variant", "fp16", "--device", "cuda"], "CUDAExecutionProvider"),
+        (["embed", "{artifact}", "--input", "{missing}"], "cannot read input file"),
+        (["embed", "{artifact}"], "nothing to embed"),
+        (["embed", "{artifact}", "hi", "-o", "{tmp}/out.csv"], "must end in .npy or .jsonl"),
+        (["info", "{missing}"], "does not exist"),
+        (["export", "bert-base-uncased", "--fp16", "-o", "{tmp}/bb"], "cannot find model 'bert-base-uncased'"),
+    ],
+)
+def test_user_mistakes_are_one_red_line(tiny_artifact: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    import onnxruntime
+
+    if "cuda" in args and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("CUDA is available here")
+    subs = {"missing": str(tmp_path / "missing"), "artifact": str(tiny_artifact), "tmp": str(tmp_path)}
+    result = run(*(a.format(**subs) for a in args))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "bb").exists() and not (tmp_path / "out.csv").exists()
+
+
+def test_info_shows_every_variant_and_its_parity(tiny_artifact: Path) -> None:
+    result = run("info", str(tiny_artifact))
+    assert result.returncode == 0, result.stderr
+    for text in ("fp32", "int8", "fp16", "model.int8.onnx", "hidden_states.2", "pass", "min cosine"):
+        assert text in result.stdout
