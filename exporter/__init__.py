@@ -28,7 +28,8 @@ def _check_dependencies() -> None:
 
 _check_dependencies()
 
+from .parity import parse_thresholds  # noqa: E402
 from .pipeline import ExportOptions, ExportResult, export_model  # noqa: E402
 from .variants import OptimizeLevel  # noqa: E402
 
-__all__ = ["ExportOptions", "ExportResult", "OptimizeLevel", "export_model"]
+__all__ = ["ExportOptions", "ExportResult", "OptimizeLevel", "export_model", "parse_thresholds"]

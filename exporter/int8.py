@@ -76,10 +76,13 @@ def quantize_int8(
         shutil.copy(fused.parent / "config.json", in_dir / "config.json")
 
     batches = _calibration_batches(encoder)
-    ranking = rank_nodes(typed, fused, batches, input_names, work_dir)
     reference = _pooled(fused, batches, input_names, last_output, defaults)
+    quantizable = len(_quantizable(typed))
+    ranking: list[tuple[str, float]] = []
     tried: list[dict[str, Any]] = []
-    for keep in _schedule(len(ranking)):
+    for keep in _schedule(quantizable):
+        if keep and not ranking:  # rank only when quantizing everything was not good enough
+            ranking = rank_nodes(typed, batches, input_names, work_dir)
         excluded = [name for name, _ in ranking[:keep]]
         candidate, config = _quantize(in_dir, work_dir / f"int8-keep{keep}", cpu, excluded)
         cosines = np.concatenate(
@@ -106,7 +109,7 @@ def quantize_int8(
         "weights": config.weights_dtype.name,
         "activations": config.activations_dtype.name,
         "operators": sorted(str(getattr(op, "value", op)) for op in config.operators_to_quantize),
-        "quantized_nodes": len(ranking) - len(excluded),
+        "quantized_nodes": quantizable - len(excluded),
         "fp32_nodes": excluded,
         "calibration_goal": goal,
         "calibration_texts": sum(b.input_ids.shape[0] for b in batches),
@@ -116,18 +119,24 @@ def quantize_int8(
     return candidate, settings
 
 
+def _quantizable(model: Any) -> list[Any]:
+    """MatMul and Attention nodes whose weights are initializers: those the quantizer converts."""
+    weights = {init.name for init in model.graph.initializer}
+    return [
+        node
+        for node in model.graph.node
+        if node.op_type in _QUANTIZABLE and len(node.input) > 1 and node.input[1] in weights
+    ]
+
+
 def rank_nodes(
-    model: Any, fused: Path, batches: Sequence[Batch], input_names: Sequence[str], work_dir: Path
+    model: Any, batches: Sequence[Batch], input_names: Sequence[str], work_dir: Path
 ) -> list[tuple[str, float]]:
     """Quantizable nodes with the relative output error INT8 would cause there, worst first."""
     import onnx
 
     weights = {init.name: init for init in model.graph.initializer}
-    nodes = [
-        node
-        for node in model.graph.node
-        if node.op_type in _QUANTIZABLE and len(node.input) > 1 and node.input[1] in weights
-    ]
+    nodes = _quantizable(model)
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     activations = sorted({node.input[0] for node in nodes})

@@ -8,12 +8,13 @@ to differ.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from bertx.errors import ExportError
 from bertx.manifest import Defaults, LayerError, ParityReport, Precision, Thresholds
 from bertx.pooling import cosine_rows, pool
 from bertx.session import create_session
@@ -25,6 +26,29 @@ DEFAULT_THRESHOLDS: dict[Precision, Thresholds] = {
     Precision.INT8: Thresholds(max_abs=None, min_cosine=0.98),
 }
 BATCH_SIZE = 16
+
+
+def parse_thresholds(min_cosine: Sequence[str], max_abs: float | None) -> dict[Precision, Thresholds]:
+    """Thresholds from `--min-cosine VARIANT=X` (repeatable) and `--max-abs X` (fp32), over the defaults.
+
+    Raises:
+        ExportError: a malformed override; the message shows the expected form.
+    """
+    limits = dict(DEFAULT_THRESHOLDS)
+    for item in min_cosine:
+        name, sep, value = item.partition("=")
+        try:
+            precision, number = Precision(name.strip()), float(value)
+        except ValueError:
+            raise ExportError(f"--min-cosine expects VARIANT=X with VARIANT fp32, int8 or fp16, got {item!r}") from None
+        if not sep or not -1.0 <= number <= 1.0:
+            raise ExportError(f"--min-cosine expects VARIANT=X with X between -1 and 1, got {item!r}")
+        limits[precision] = replace(limits[precision], min_cosine=number)
+    if max_abs is not None:
+        if max_abs < 0:
+            raise ExportError(f"--max-abs must be positive, got {max_abs}")
+        limits[Precision.FP32] = replace(limits[Precision.FP32], max_abs=max_abs)
+    return limits
 
 
 def parity_texts() -> list[str]:

@@ -104,15 +104,27 @@ def export(
     validate: Annotated[
         bool, typer.Option("--validate/--no-validate", help="Check every variant against PyTorch.")
     ] = True,
+    min_cosine: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--min-cosine",
+            metavar="VARIANT=X",
+            help="Override a variant's min cosine threshold, e.g. int8=0.97 (repeatable).",
+        ),
+    ] = None,
+    max_abs: Annotated[
+        float | None, typer.Option(help="Override fp32's max abs error threshold per hidden state [1e-4].")
+    ] = None,
 ) -> None:
     """Export MODEL to ONNX with every hidden state, fuse it, add INT8/FP16 variants, check parity."""
     try:
-        from .exporter import ExportOptions, OptimizeLevel, export_model
+        from .exporter import ExportOptions, OptimizeLevel, export_model, parse_thresholds
     except ImportError as exc:
         if isinstance(exc, BertxError):
             raise
         raise typer.BadParameter(f"the exporter cannot be imported ({exc})") from exc
     options = ExportOptions(
+        thresholds=parse_thresholds(min_cosine or [], max_abs),
         model=model,
         output=output,
         optimize=OptimizeLevel(optimize.value),

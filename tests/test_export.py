@@ -197,3 +197,38 @@ def test_stale_partial_of_a_dead_process_is_removed(tiny_bert: Path, tmp_path: P
     (stale / "artifact").mkdir(parents=True)
     export_model(ExportOptions(model=str(tiny_bert), output=tmp_path / "art"), quiet_mode=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_model_found_in_the_hugging_face_cache(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from bertx.exporter.resolve import resolve_model
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--tiny-org--tiny-bert" / "snapshots" / "0123abcd"
+    shutil.copytree(tiny_bert, snapshot)
+    (cache / "models--tiny-org--tiny-bert" / "refs").mkdir()
+    (cache / "models--tiny-org--tiny-bert" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    found = resolve_model("tiny-org/tiny-bert", allow_download=False)
+    assert found.found_via == "Hugging Face cache" and found.path == snapshot and found.name == "tiny-bert"
+
+
+def test_threshold_overrides_are_parsed_and_recorded(tiny_bert: Path, tmp_path: Path) -> None:
+    from bertx.errors import ExportError
+    from bertx.exporter import parse_thresholds
+
+    limits = parse_thresholds(["int8=0.9", "fp16 = 0.99"], 2e-4)
+    assert limits[Precision.INT8].min_cosine == 0.9 and limits[Precision.FP16].min_cosine == 0.99
+    assert limits[Precision.FP32] == Thresholds(max_abs=2e-4, min_cosine=0.99999)
+    for bad in ("int4=0.9", "int8", "int8=x", "int8=2"):
+        with pytest.raises(ExportError, match="VARIANT=X"):
+            parse_thresholds([bad], None)
+    path = export_model(
+        ExportOptions(model=str(tiny_bert), output=tmp_path / "a", thresholds=limits), quiet_mode=True
+    ).path
+    report = bertx.Manifest.load(path).variants[Precision.FP32].parity
+    assert report is not None and report.thresholds.max_abs == 2e-4

@@ -67,3 +67,8 @@ def test_core_only_environment_embeds(tmp_path: Path, minilm_artifact: Path, min
     got = np.load(out)
     cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cos.min() >= 0.98
+    bertx_cli = env_dir / "bin" / "bertx"
+    result = subprocess.run([str(bertx_cli), "export", "x"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "pip install" in result.stderr and "Traceback" not in result.stderr
+    result = subprocess.run([str(bertx_cli), "info", str(minilm_artifact)], capture_output=True, text=True)
+    assert result.returncode == 0 and "int8" in result.stdout
