@@ -14,24 +14,27 @@ def _size(n: int) -> str:
 def parity_table(variants: dict[str, ParityReport | None]) -> Table:
     """Per-variant parity against PyTorch fp32: worst layer error, cosines, thresholds, verdict."""
     table = Table(title="Parity against PyTorch fp32 (real text, real tokens only)")
-    for column in ("variant", "max abs (worst layer)", "min cosine", "mean cosine", "thresholds", "result"):
-        table.add_column(column, justify="right" if column not in ("variant", "result") else "left")
+    table.add_column("variant")
+    for column in ("max abs", "at", "min cos", "mean cos", "needs"):
+        table.add_column(column, justify="right")
+    table.add_column("result")
     for name, report in variants.items():
         if report is None:
-            table.add_row(name, "-", "-", "-", "-", "[yellow]not validated[/]")
+            table.add_row(name, "-", "-", "-", "-", "-", "[yellow]not validated[/]")
             continue
         limits = report.thresholds
-        rule = f"cos ≥ {limits.min_cosine}" + (f", abs ≤ {limits.max_abs:g}" if limits.max_abs is not None else "")
+        needs = f"cos≥{limits.min_cosine:g}" + (f" abs≤{limits.max_abs:g}" if limits.max_abs is not None else "")
         worst = max(report.layers, key=lambda layer: layer.max_abs)
         verdict = "[green]pass[/]" if report.passed else "[red]FAIL[/]"
         if report.nonfinite:
-            verdict += " [red](NaN/Inf)[/]"
+            verdict += " [red]NaN/Inf[/]"
         table.add_row(
             name,
-            f"{worst.max_abs:.2e} ({worst.name})",
+            f"{worst.max_abs:.1e}",
+            worst.name.replace("hidden_states", "hs"),
             f"{report.cosine_min:.6f}",
             f"{report.cosine_mean:.6f}",
-            rule,
+            needs,
             verdict,
         )
     return table

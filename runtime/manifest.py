@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError
+from .errors import ArtifactError, VariantError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "bertx.json"
@@ -153,8 +153,6 @@ class Manifest:
 
     def variant(self, precision: Precision | str) -> Variant:
         """Return a variant by name, or raise `VariantError` listing those present."""
-        from .errors import VariantError
-
         names = ", ".join(p.value for p in self.variants)
         try:
             key = Precision(precision)

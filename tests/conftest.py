@@ -22,7 +22,7 @@ WORDS = (
 def _wordpiece_vocab() -> list[str]:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-éü")
-    return specials + chars + [f"##{c}" for c in chars] + WORDS
+    return list(dict.fromkeys(specials + chars + [f"##{c}" for c in chars] + WORDS))
 
 
 def make_tiny_model(folder: Path, model_type: str = "bert", layers: int = 2, seed: int = 0) -> Path:

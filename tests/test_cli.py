@@ -105,3 +105,22 @@ def test_info_shows_every_variant_and_its_parity(tiny_artifact: Path) -> None:
     assert result.returncode == 0, result.stderr
     for text in ("fp32", "int8", "fp16", "model.int8.onnx", "hidden_states.2", "pass", "min cosine"):
         assert text in result.stdout
+
+
+def test_export_quiet_prints_nothing_and_o3_is_gated(tiny_bert: Path, tmp_path: Path) -> None:
+    result = run("export", str(tiny_bert), "-o", str(tmp_path / "a"), "--quiet", "--int8")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "bertx.json",
+        "model.int8.onnx",
+        "model.onnx",
+        "tokenizer.json",
+    ]
+    # O3's GELU approximation moves fp32 values past 1e-4: the gate stops it unless relaxed.
+    result = run("export", str(tiny_bert), "-o", str(tmp_path / "b"), "--optimize", "O3", "--max-abs", "1e-9")
+    assert result.returncode == 2 and "did not meet the parity thresholds" in " ".join(result.stderr.split())
+    assert not (tmp_path / "b").exists()
+    result = run("export", str(tiny_bert), "-o", str(tmp_path / "c"), "--optimize", "O3", "--max-abs", "0.5", "-q")
+    assert result.returncode == 0, result.stderr
+    assert bertx.Manifest.load(tmp_path / "c").variants[bertx.Precision.FP32].optimization["gelu_approximation"]
