@@ -151,6 +151,8 @@ def _pooling_mode(config_file: Path) -> Pooling:
         return Pooling.CLS
     if config.get("pooling_mode_max_tokens"):
         return Pooling.MAX
+    if config.get("pooling_mode_mean_sqrt_len_tokens"):
+        return Pooling.MEAN_SQRT_LEN
     return Pooling.MEAN
 
 

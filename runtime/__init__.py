@@ -1,8 +1,10 @@
 """bertx: BERT-family embeddings from ONNX artifacts, served with onnxruntime, tokenizers and numpy."""
 
-from .errors import ArtifactError, BertxError, InputError, ProviderError, VariantError
+from .errors import ArtifactError, BertxError, InputError, OptionError, ProviderError, VariantError
+from .layers import Combine
 from .manifest import Manifest, Pooling, Precision
 from .model import Model, TruncationWarning
+from .outputs import TokenEmbeddings, WordEmbeddings, WordMerge
 from .session import Device, FallbackWarning
 
 __version__ = "0.1.0"
@@ -10,15 +12,20 @@ __version__ = "0.1.0"
 __all__ = [
     "ArtifactError",
     "BertxError",
+    "Combine",
     "Device",
     "FallbackWarning",
     "InputError",
     "Manifest",
     "Model",
+    "OptionError",
     "Pooling",
     "Precision",
     "ProviderError",
+    "TokenEmbeddings",
     "TruncationWarning",
     "VariantError",
+    "WordEmbeddings",
+    "WordMerge",
     "__version__",
 ]

@@ -53,3 +53,7 @@ class ParityError(BertxError):
 
 class MissingDependencyError(BertxError, ImportError):
     """An optional dependency needed by the requested feature is not installed."""
+
+
+class OptionError(BertxError, ValueError):
+    """A keyword argument has a value bertx does not accept; the message lists the valid ones."""

@@ -7,15 +7,20 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding
 
-from .errors import ArtifactError
+from .errors import ArtifactError, InputError, OptionError
+from .layers import Combine, LayerSpec, check_combination, select_layers
+from .layers import combine as combine_states
 from .manifest import Manifest, Pooling, Precision, Variant
+from .options import choice
+from .outputs import TokenEmbeddings, WordEmbeddings, WordMerge, merge_words, token_embeddings
 from .pooling import l2_normalize, pool
 from .session import Device, create_session
-from .tokenization import Batch, TextEncoder, is_truncated
+from .tokenization import Batch, TextEncoder, check_texts, is_truncated
 
 
 class TruncationWarning(UserWarning):
@@ -97,11 +102,11 @@ class Model:
         normalize: bool | None = None,
         batch_size: int = 32,
     ) -> np.ndarray:
-        """Embed texts into one float32 vector each.
+        """Embed texts into one float32 vector each, from the last layer.
 
         Args:
             texts: The texts; an empty list gives an array of shape (0, hidden_size).
-            pooling: cls, mean or max; default from the manifest.
+            pooling: cls, mean, max, mean_sqrt_len or first_last_avg; default from the manifest.
             normalize: L2-normalize each vector; default from the manifest.
             batch_size: Texts per onnxruntime call. Texts are sorted by length inside the call so
                 that batches carry little padding; the result keeps the input order.
@@ -112,30 +117,192 @@ class Model:
         Raises:
             InputError: `texts` is not a list of strings (the message names the bad item).
         """
-        mode = Pooling(pooling) if pooling is not None else self.manifest.defaults.pooling
-        unit = self.manifest.defaults.normalize if normalize is None else normalize
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        check_texts(texts)
+        return np.asarray(self.encode(texts, batch_size=batch_size, pooling=pooling, normalize_embeddings=normalize))
+
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        batch_size: int = 32,
+        pooling: Pooling | str | None = None,
+        layers: LayerSpec | None = None,
+        combine: Combine | str = Combine.MEAN,
+        layer_weights: Sequence[float] | None = None,
+        pool_before_combine: bool = False,
+        normalize_embeddings: bool | None = None,
+        show_progress_bar: bool = False,
+        convert_to_numpy: bool = True,
+    ) -> Any:
+        """Sentence embeddings from any layer or combination of layers, sentence-transformers style.
+
+        Example:
+            >>> cls_avg = model.encode(texts, pooling="cls", layers="all")         # [CLS] of every layer, averaged
+            >>> last4 = model.encode(texts, pooling="mean", layers="last4")        # mean of last 4, then mean pooling
+            >>> mixed = model.encode(texts, layers=[-1, -2], combine="weighted", layer_weights=[0.7, 0.3])
+
+        Args:
+            sentences: A list of texts, or one text (then a 1-D vector is returned).
+            batch_size: Texts per onnxruntime call (texts are length-sorted inside the call).
+            pooling: cls, mean, max, mean_sqrt_len, first_last_avg, or none for token embeddings
+                (then a list of `TokenEmbeddings` is returned); default from the manifest.
+            layers: Hidden states to use: an index (0 = embeddings, -1 = last layer), a list, a
+                slice, or "last" (default), "last4", "all", "all+embeddings".
+            combine: mean, sum, concat or weighted (with `layer_weights`, one per layer).
+            layer_weights: Weights for combine="weighted", in the order of `layers`.
+            pool_before_combine: Pool each layer first and combine the sentence vectors, instead of
+                combining the token vectors and pooling once.
+            normalize_embeddings: L2-normalize; default from the manifest.
+            show_progress_bar: Show a progress bar on standard error.
+            convert_to_numpy: True gives one (n, dim) array; False a list of 1-D arrays.
+
+        Raises:
+            InputError: the texts are not strings. OptionError: an invalid keyword value.
+        """
+        mode = self.manifest.defaults.pooling if pooling is None else _pooling(pooling)
+        if mode is None:
+            single = isinstance(sentences, str)
+            tokens = self.encode_tokens(
+                [sentences] if isinstance(sentences, str) else sentences, batch_size, layers, combine, layer_weights
+            )
+            return tokens[0] if single else tokens
+        how = choice(Combine, combine, "combine")
+        if mode is Pooling.FIRST_LAST_AVG:
+            if layers is not None:
+                raise OptionError("pooling='first_last_avg' chooses its own layers (1 and -1); leave layers unset")
+            chosen: tuple[int, ...] = (1, self.manifest.architecture.num_layers)
+            how, layer_weights = Combine.MEAN, None
+        else:
+            chosen = select_layers(layers, self.manifest.architecture.num_layers)
+        check_combination(how, layer_weights, len(chosen))
+        unit = self.manifest.defaults.normalize if normalize_embeddings is None else normalize_embeddings
+        single = isinstance(sentences, str)
+        encodings = self._tokenize([sentences] if isinstance(sentences, str) else sentences)
+        width = self.hidden_size * (len(chosen) if how is Combine.CONCAT else 1)
+        out = np.empty((len(encodings), width), dtype=np.float32)
+        for rows, batch, states in self._forward(encodings, batch_size, chosen, show_progress_bar):
+            if pool_before_combine:
+                out[rows] = combine_states([pool(h, batch.mask, mode) for h in states], how, layer_weights)
+            else:
+                out[rows] = pool(combine_states(states, how, layer_weights), batch.mask, mode)
+        if unit:
+            out = l2_normalize(out)
+        if single:
+            return out[0]
+        return out if convert_to_numpy else list(out)
+
+    def encode_tokens(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 32,
+        layers: LayerSpec | None = None,
+        combine: Combine | str = Combine.MEAN,
+        layer_weights: Sequence[float] | None = None,
+    ) -> list[TokenEmbeddings]:
+        """Token vectors per text, without padding, with the tokens and their character offsets."""
+        how = choice(Combine, combine, "combine")
+        chosen = select_layers(layers, self.manifest.architecture.num_layers)
+        encodings = self._tokenize(texts)
+        results: list[TokenEmbeddings | None] = [None] * len(encodings)
+        for rows, _, states in self._forward(encodings, batch_size, chosen):
+            merged = combine_states(states, how, layer_weights)
+            for j, row in enumerate(rows):
+                results[row] = token_embeddings(texts[row], encodings[row], merged[j])
+        return [r for r in results if r is not None]
+
+    def encode_words(
+        self,
+        texts: Sequence[str] | Sequence[Sequence[str]],
+        merge: WordMerge | str = WordMerge.MEAN,
+        batch_size: int = 32,
+        layers: LayerSpec | None = None,
+        combine: Combine | str = Combine.MEAN,
+        layer_weights: Sequence[float] | None = None,
+    ) -> list[WordEmbeddings]:
+        """Word vectors per text: sub-word pieces merged back into words, special tokens left out.
+
+        Example:
+            >>> words = model.encode_words(["The river bank flooded."])[0]
+            >>> words.words, words.vectors.shape
+            (('The', 'river', 'bank', 'flooded', '.'), (5, 384))
+
+        Args:
+            texts: Texts, or pre-split texts (each a list of words).
+            merge: mean (default), first, last or max over a word's pieces.
+        """
+        how_merge = choice(WordMerge, merge, "merge")
+        how = choice(Combine, combine, "combine")
+        chosen = select_layers(layers, self.manifest.architecture.num_layers)
+        pre_split = bool(texts) and not isinstance(texts[0], str) and isinstance(texts[0], Sequence)
+        if pre_split:
+            encodings = self.tokenizer.encode_words(texts)  # type: ignore[arg-type]
+            self._warn_truncated(encodings)
+        else:
+            encodings = self._tokenize(texts)  # type: ignore[arg-type]
+        results: list[WordEmbeddings | None] = [None] * len(encodings)
+        for rows, _, states in self._forward(encodings, batch_size, chosen):
+            merged = combine_states(states, how, layer_weights)
+            for j, row in enumerate(rows):
+                words = list(texts[row]) if pre_split else None
+                text = "" if pre_split else str(texts[row])
+                results[row] = merge_words(text, encodings[row], merged[j], how_merge, words)
+        return [r for r in results if r is not None]
+
+    def word_embedding(
+        self, word: str, merge: WordMerge | str = WordMerge.MEAN, layers: LayerSpec | None = None
+    ) -> np.ndarray:
+        """The vector of one word given alone (its sub-word pieces merged), e.g. "apple"."""
+        if not isinstance(word, str) or not word.strip():
+            raise InputError(f"word_embedding needs a non-empty string, got {word!r}")
+        vectors = self.encode_words([word], merge=merge, layers=layers)[0].vectors
+        return vectors[0] if len(vectors) == 1 else np.asarray(vectors.mean(axis=0), dtype=np.float32)
+
+    def hidden_states(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
+        """Every hidden state per text, for analysis: float32 (layers + 1, tokens, hidden), no padding."""
+        everything = tuple(range(self.manifest.architecture.num_layers + 1))
+        encodings = self._tokenize(texts)
+        results: list[np.ndarray | None] = [None] * len(encodings)
+        for rows, _, states in self._forward(encodings, batch_size, everything):
+            stacked = np.stack(states, axis=1)
+            for j, row in enumerate(rows):
+                results[row] = np.ascontiguousarray(stacked[j, :, : len(encodings[row].ids)])
+        return [r for r in results if r is not None]
+
+    def _tokenize(self, texts: Sequence[str]) -> list[Encoding]:
         encodings = self.tokenizer.encode(texts)
+        self._warn_truncated(encodings)
+        return encodings
+
+    def _warn_truncated(self, encodings: Sequence[Encoding]) -> None:
         cut = sum(is_truncated(e) for e in encodings)
         if cut:
             warnings.warn(
                 f"{cut} of {len(encodings)} texts were longer than {self.max_seq_length} tokens and were truncated",
                 TruncationWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-        out = np.empty((len(encodings), self.hidden_size), dtype=np.float32)
-        for rows, batch in self._batches(encodings, batch_size):
-            hidden = self.session.run([self.manifest.last_output], batch.feeds(self.manifest.inputs))[0]
-            out[rows] = pool(hidden, batch.mask, mode)
-        return l2_normalize(out) if unit else out
 
-    def _batches(self, encodings: Sequence[Encoding], batch_size: int) -> Iterator[tuple[np.ndarray, Batch]]:
+    def _forward(
+        self, encodings: Sequence[Encoding], batch_size: int, layers: tuple[int, ...], progress: bool = False
+    ) -> Iterator[tuple[np.ndarray, Batch, list[np.ndarray]]]:
+        """Run length-sorted batches, fetching only the hidden states in `layers` from onnxruntime."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
+        wanted = sorted(set(layers))
+        names = [self.manifest.outputs[i] for i in wanted]
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            yield rows, self.tokenizer.pad([encodings[i] for i in rows])
+        bar = _ProgressBar(len(encodings)) if progress else None
+        try:
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = self.tokenizer.pad([encodings[i] for i in rows])
+                fetched = dict(zip(wanted, self.session.run(names, batch.feeds(self.manifest.inputs))))
+                yield rows, batch, [fetched[i] for i in layers]
+                if bar is not None:
+                    bar.advance(len(rows))
+        finally:
+            if bar is not None:
+                bar.close()
 
     def __repr__(self) -> str:
         return (
@@ -173,3 +340,29 @@ def _load_tokenizer(folder: Path, manifest: Manifest) -> TextEncoder:
             f"{manifest.architecture.vocab_size}: tokenizer and model do not match"
         )
     return encoder
+
+
+def _pooling(value: Pooling | str) -> Pooling | None:
+    """A pooling name, or None for "none" (token embeddings)."""
+    if value == "none":
+        return None
+    return choice(Pooling, value, "pooling")
+
+
+class _ProgressBar:
+    """A small progress bar on standard error (rich is a dependency of the CLI already)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+        )
+        self._task = self._progress.add_task("embed", total=total)
+        self._progress.start()
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def close(self) -> None:
+        self._progress.stop()

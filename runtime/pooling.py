@@ -17,10 +17,12 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
     if pooling is Pooling.CLS:
         return np.ascontiguousarray(hidden[:, 0, :])
     real = mask.astype(bool)[:, :, None]
-    if pooling is Pooling.MEAN:
+    if pooling in (Pooling.MEAN, Pooling.MEAN_SQRT_LEN, Pooling.FIRST_LAST_AVG):
+        # first_last_avg arrives here with the two layers already averaged: it is mean pooling.
         total = np.where(real, hidden, np.float32(0)).sum(axis=1, dtype=np.float32)
         counts = np.maximum(real.sum(axis=1, dtype=np.float32), np.float32(1))
-        return np.asarray(total / counts, dtype=np.float32)
+        divisor = np.sqrt(counts) if pooling is Pooling.MEAN_SQRT_LEN else counts
+        return np.asarray(total / divisor, dtype=np.float32)
     if pooling is Pooling.MAX:
         return np.asarray(np.where(real, hidden, np.float32(-np.inf)).max(axis=1), dtype=np.float32)
     raise ValueError(f"unknown pooling {pooling!r}")

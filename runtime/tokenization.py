@@ -73,16 +73,24 @@ class TextEncoder:
             types[row, :n] = encoding.type_ids
         return Batch(ids, mask, types)
 
+    def encode_words(self, texts: Sequence[Sequence[str]]) -> list[Encoding]:
+        """Tokenize pre-split input: each text given as its list of words."""
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+            raise InputError(f"expected a list of word lists, got {type(texts).__name__}")
+        for index, words in enumerate(texts):
+            check_texts(words, what=f"text {index}: ")
+        return list(self._tokenizer.encode_batch([list(w) for w in texts], is_pretokenized=True))
+
 
 def is_truncated(encoding: Encoding) -> bool:
     """Whether the tokenizer cut tokens off this text."""
     return len(encoding.overflowing) > 0
 
 
-def check_texts(texts: object) -> None:
+def check_texts(texts: object, what: str = "") -> None:
     """Raise `InputError` unless `texts` is a list or tuple of strings, naming the first bad item."""
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
-        raise InputError(f"expected a list of strings, got {type(texts).__name__}")
+        raise InputError(f"{what}expected a list of strings, got {type(texts).__name__}")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InputError(f"item {index} is {type(text).__name__}, expected str")
+            raise InputError(f"{what}item {index} is {type(text).__name__}, expected str")

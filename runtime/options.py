@@ -1,0 +1,21 @@
+"""Checking keyword values against their fixed choices, with errors that list the valid ones."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TypeVar
+
+from .errors import OptionError
+
+E = TypeVar("E", bound=Enum)
+
+
+def choice(kind: type[E], value: object, name: str) -> E:
+    """Return `value` as a member of the str-Enum `kind`, or raise `OptionError` naming the choices."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        valid = ", ".join(str(member.value) for member in kind)
+        raise OptionError(f"unknown {name} {value!r}: expected one of {valid}") from None
