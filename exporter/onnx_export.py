@@ -35,9 +35,7 @@ def read_model_facts(source: ResolvedModel, max_length: int | None) -> ModelFact
     Raises:
         UnsupportedModelError: the model type is not one bertx exports yet.
     """
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(source.path)
+    config = load_config(source.path)
     model_type = str(config.model_type)
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(
@@ -71,9 +69,8 @@ def export_onnx(source: ResolvedModel, facts: ModelFacts, out_dir: Path, opset: 
     """
     from optimum.exporters.onnx import main_export
     from optimum.exporters.tasks import TasksManager
-    from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(source.path)
+    config = load_config(source.path)
     constructor = TasksManager.get_exporter_config_constructor(
         exporter="onnx", model_type=config.model_type, task="feature-extraction", library_name="transformers"
     )
@@ -88,22 +85,35 @@ def export_onnx(source: ResolvedModel, facts: ModelFacts, out_dir: Path, opset: 
             return {f"hidden_states.{i}": dict(DYNAMIC_AXES) for i in range(layers + 1)}
 
     onnx_config = HiddenStatesOnnxConfig(config, task="feature-extraction")
-    with quiet():
-        main_export(
-            str(source.path),
-            output=out_dir,
-            task="feature-extraction",
-            opset=opset,
-            library_name="transformers",
-            model_kwargs={"output_hidden_states": True},
-            custom_onnx_configs={"model": onnx_config},
-            do_validation=False,
-            local_files_only=True,
-        )
+    try:
+        with quiet():
+            main_export(
+                str(source.path),
+                output=out_dir,
+                task="feature-extraction",
+                opset=opset,
+                library_name="transformers",
+                model_kwargs={"output_hidden_states": True},
+                custom_onnx_configs={"model": onnx_config},
+                do_validation=False,
+                local_files_only=True,
+            )
+    except Exception as exc:  # torch.onnx and Optimum raise many types; say which step failed
+        raise ExportError(f"ONNX export through Optimum failed: {exc}") from exc
     path = out_dir / "model.onnx"
     if not path.is_file():
         raise ExportError(f"Optimum finished without writing {path}")
     return path
+
+
+def load_config(folder: Path) -> Any:
+    """The transformers config of a model folder; an unreadable or unknown one is unsupported."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UnsupportedModelError(f"cannot read the model config in {folder}: {exc}") from exc
 
 
 def onnx_io_names(path: Path) -> tuple[list[str], list[str]]:
@@ -126,7 +136,10 @@ def _sentence_transformers_defaults(folder: Path, limit: int) -> Defaults:
     modules_file = folder / "modules.json"
     if not modules_file.is_file():
         return Defaults(Pooling.MEAN, False, limit, "bertx default")
-    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UnsupportedModelError(f"cannot read {modules_file}: {exc}") from exc
     pooling, normalize = Pooling.MEAN, False
     for module in modules:
         kind = str(module.get("type", ""))
@@ -146,14 +159,25 @@ def _sentence_transformers_defaults(folder: Path, limit: int) -> Defaults:
 def _pooling_mode(config_file: Path) -> Pooling:
     if not config_file.is_file():
         return Pooling.MEAN
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    if config.get("pooling_mode_cls_token"):
-        return Pooling.CLS
-    if config.get("pooling_mode_max_tokens"):
-        return Pooling.MAX
-    if config.get("pooling_mode_mean_sqrt_len_tokens"):
-        return Pooling.MEAN_SQRT_LEN
-    return Pooling.MEAN
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UnsupportedModelError(f"cannot read {config_file}: {exc}") from exc
+    modes = {
+        "pooling_mode_cls_token": Pooling.CLS,
+        "pooling_mode_mean_tokens": Pooling.MEAN,
+        "pooling_mode_max_tokens": Pooling.MAX,
+        "pooling_mode_mean_sqrt_len_tokens": Pooling.MEAN_SQRT_LEN,
+    }
+    enabled = sorted(key for key, on in config.items() if key.startswith("pooling_mode_") and on)
+    if len(enabled) != 1 or enabled[0] not in modes:
+        # sentence-transformers concatenates several modes, and has weighted-mean and last-token ones:
+        # a single bertx default could not reproduce its embeddings.
+        raise UnsupportedModelError(
+            f"{config_file} asks for pooling {', '.join(enabled) or 'none'}; bertx supports exactly one of "
+            "cls, mean, max, mean_sqrt_len as a sentence-transformers default"
+        )
+    return modes[enabled[0]]
 
 
 @contextmanager

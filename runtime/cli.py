@@ -21,8 +21,11 @@ from rich.table import Table
 from . import __version__
 from .display import layer_table, parity_table, variants_table
 from .errors import BertxError, InputFileError
-from .manifest import Manifest, Pooling, Precision
+from .layers import Combine
+from .manifest import Manifest, Precision
+from .outputs import WordMerge
 from .session import Device
+from .similarity import Metric
 
 app = typer.Typer(
     add_completion=False,
@@ -141,79 +144,136 @@ def export(
     out.print(str(result.path))
 
 
+class DType(str, Enum):
+    """Float type of written vectors."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+
+
 @app.command()
 @_user_errors
 def embed(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")],
     texts: Annotated[list[str] | None, typer.Argument(help="Texts to embed.")] = None,
     input: Annotated[
-        str | None, typer.Option("--input", "-i", help="File with one text per line, or - for stdin.")
+        str | None,
+        typer.Option("--input", "-i", help="Text file (one per line), .jsonl or .csv; - for stdin."),
     ] = None,
     output: Annotated[
-        str | None, typer.Option("--output", "-o", help="FILE.npy, FILE.jsonl, or - for JSON lines on stdout.")
+        str | None,
+        typer.Option("--output", "-o", help="FILE.npy, .npz (vectors + ids, for search), .jsonl, .parquet, or -."),
     ] = None,
-    pooling: Annotated[Pooling | None, typer.Option(help="Pooling [default: the artifact's].")] = None,
+    field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
+    column: Annotated[str, typer.Option(help="CSV column holding the text.")] = "text",
+    id_field: Annotated[str | None, typer.Option(help="JSONL field / CSV column with ids [line number].")] = None,
+    pooling: Annotated[str | None, typer.Option(help="cls, mean, max, mean_sqrt_len, first_last_avg.")] = None,
+    layers: Annotated[str | None, typer.Option(help="-1, -4,-3, 2:5, last4, all, all+embeddings [last].")] = None,
+    combine: Annotated[Combine, typer.Option(help="How several layers are combined.")] = Combine.MEAN,
+    words: Annotated[
+        WordMerge | None, typer.Option(help="Write word vectors (pieces merged this way) instead, as .jsonl.")
+    ] = None,
     normalize: Annotated[
         bool | None, typer.Option("--normalize/--no-normalize", help="L2-normalize [default: the artifact's].")
     ] = None,
+    dtype: Annotated[DType, typer.Option(help="Float type written to the output file.")] = DType.FLOAT32,
     variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
     device: Annotated[Device, typer.Option(help="Execution provider.")] = Device.CPU,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per onnxruntime call.")] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="onnxruntime threads.")] = None,
+    allow_fallback: Annotated[
+        bool, typer.Option("--allow-fallback", help="Run on the CPU if the CUDA provider is unavailable.")
+    ] = False,
 ) -> None:
-    """Embed texts given as arguments or read from a file, one vector per text."""
-    from .inputs import read_lines, write_embeddings
+    """Embed texts given as arguments or read from a file, one vector per text (or per word)."""
+    from .embedding_files import check_output, write_vectors, write_words
+    from .inputs import Record, read_records
+    from .layers import parse_layers
     from .model import Model
 
-    items: list[tuple[int | None, str]] = [(None, t) for t in texts or []]
-    if input is not None:
-        items += read_lines(input)
-    if not items:
-        raise InputFileError("nothing to embed: give texts as arguments or --input FILE (- for stdin)")
-    model = Model.from_pretrained(artifact, variant=variant, device=device, threads=threads)
-    strings = [t for _, t in items]
-    vectors = _embed_with_progress(model, strings, pooling, normalize, batch_size, show=input is not None)
-    lines = [n for n, _ in items if n is not None] if input is not None and not texts else None
     if output is not None:
-        write_embeddings(output, vectors, strings, lines)
+        check_output(output, words=words is not None)
+    records = [Record(str(i), t) for i, t in enumerate(texts or [])]
+    if input is not None:
+        records += read_records(input, field=field, column=column, id_field=id_field)
+    if not records:
+        raise InputFileError("nothing to embed: give texts as arguments or --input FILE (- for stdin)")
+    model = Model.from_pretrained(
+        artifact, variant=variant, device=device, threads=threads, allow_fallback=allow_fallback
+    )
+    strings = [r.text for r in records]
+    layer_spec = parse_layers(layers) if layers is not None else None
+    if words is not None and output is not None:
+        merged = model.encode_words(strings, merge=words, batch_size=batch_size, layers=layer_spec, combine=combine)
+        write_words(output, merged, records, dtype.value)
+        return
+    settings: dict[str, Any] = {
+        "pooling": pooling,
+        "layers": layers,
+        "combine": combine.value,
+        "normalize_embeddings": normalize,
+    }
+    vectors = _encode(model, strings, settings, batch_size, show=input is not None and len(strings) > batch_size)
+    vectors = vectors.astype(dtype.value, copy=False)
+    if output is not None:
+        meta = {"artifact": str(artifact.resolve()), "variant": variant.value, "bertx": __version__, **settings}
+        write_vectors(output, vectors, records, meta)
         if output != "-":
-            err.print(f"wrote {vectors.shape[0]} × {vectors.shape[1]} float32 to {output}")
+            err.print(f"wrote {vectors.shape[0]} × {vectors.shape[1]} {dtype.value} to {output}")
         return
     table = Table(title=f"{vectors.shape[0]} embeddings × {vectors.shape[1]} ({model.variant.precision.value})")
     table.add_column("#", justify="right")
     table.add_column("text")
     table.add_column("norm", justify="right")
     table.add_column("first values")
-    for i, (text, vector) in enumerate(zip(strings, vectors)):
+    for record, vector in zip(records, vectors):
         preview = " ".join(f"{x:+.4f}" for x in vector[:4]) + " …"
-        table.add_row(str(i), text if len(text) <= 60 else text[:57] + "…", f"{np.linalg.norm(vector):.4f}", preview)
+        text = record.text if len(record.text) <= 60 else record.text[:57] + "…"
+        table.add_row(record.id, text, f"{np.linalg.norm(vector):.4f}", preview)
     out.print(table)
 
 
-def _embed_with_progress(
-    model: Any, texts: list[str], pooling: Pooling | None, normalize: bool | None, batch_size: int, show: bool
-) -> np.ndarray:
-    if not show or len(texts) <= batch_size:
-        return np.asarray(model.embed(texts, pooling=pooling, normalize=normalize, batch_size=batch_size))
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def _encode(model: Any, texts: list[str], settings: dict[str, Any], batch_size: int, show: bool) -> np.ndarray:
+    """Sentence vectors with the settings recorded in an embeddings file (layers as typed on the CLI)."""
+    from .layers import parse_layers
 
-    chunk = batch_size * 8
-    parts = []
-    columns = (
-        TextColumn("embedding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as progress:
-        task = progress.add_task("embed", total=len(texts), rate="")
-        for start in range(0, len(texts), chunk):
-            parts.append(model.embed(texts[start : start + chunk], pooling, normalize, batch_size))
-            elapsed = progress.tasks[0].elapsed or 1e-9
-            done = min(start + chunk, len(texts))
-            progress.update(task, completed=done, rate=f"{done / elapsed:,.0f} texts/s")
-    return np.concatenate(parts)
+    kwargs = dict(settings)
+    kwargs["layers"] = parse_layers(kwargs["layers"]) if kwargs["layers"] is not None else None
+    return np.asarray(model.encode(texts, batch_size=batch_size, show_progress_bar=show, **kwargs))
+
+
+@app.command()
+@_user_errors
+def search(
+    embeddings: Annotated[str, typer.Argument(help=".npz written by `bertx embed --output X.npz`.")],
+    queries: Annotated[list[str], typer.Argument(help="Query texts.")],
+    k: Annotated[int, typer.Option("-k", min=1, help="Results per query.")] = 5,
+    metric: Annotated[Metric, typer.Option(help="Score.")] = Metric.COSINE,
+    artifact: Annotated[Path | None, typer.Option(help="Artifact to embed queries with [the one recorded].")] = None,
+) -> None:
+    """Find the texts of an embeddings file closest to each query, embedded by the same model."""
+    from .embedding_files import read_npz
+    from .model import Model
+    from .similarity import top_k
+
+    data = read_npz(embeddings)
+    source = artifact or Path(str(data.meta.get("artifact", "")))
+    model = Model.from_pretrained(source, variant=str(data.meta.get("variant", "fp32")))
+    settings = {key: data.meta.get(key) for key in ("pooling", "layers", "combine", "normalize_embeddings")}
+    settings["combine"] = settings["combine"] or "mean"
+    vectors = _encode(model, list(queries), settings, 32, show=False)
+    if vectors.shape[1] != data.vectors.shape[1]:
+        raise InputFileError(
+            f"queries embed to width {vectors.shape[1]} but {embeddings} holds width {data.vectors.shape[1]}"
+        )
+    hits = top_k(vectors, data.vectors, k=k, metric=metric)
+    for query, rows, scores in zip(queries, hits.indices, hits.scores):
+        table = Table(title=f"{query}")
+        for column in ("rank", "score", "id", "text"):
+            table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+        for rank, (row, score) in enumerate(zip(rows, scores), start=1):
+            table.add_row(str(rank), f"{score:.4f}", data.ids[row], data.texts[row])
+        out.print(table)
 
 
 @app.command()

@@ -1,77 +1,89 @@
-"""Reading texts from files for `bertx embed`, and writing embeddings out atomically."""
+"""Reading texts for `bertx embed`: plain text (one per line), JSONL (a named field) or CSV (a named column)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from .errors import InputFileError
 
 
-def read_lines(source: str) -> list[tuple[int, str]]:
-    """Read one text per line from a file, or from standard input when `source` is "-".
+@dataclass(frozen=True)
+class Record:
+    """One text to embed, with the id it is written out under (the line or row number unless given)."""
 
-    Returns (line number, text) pairs; blank lines are skipped. Undecodable bytes raise
-    `InputFileError` naming the line.
+    id: str
+    text: str
+
+
+def read_records(source: str, field: str = "text", column: str = "text", id_field: str | None = None) -> list[Record]:
+    """Read texts from a file, or from standard input when `source` is "-".
+
+    The format follows the extension: .jsonl/.ndjson (each line a JSON object, text in `field`), .csv
+    (text in `column`), anything else plain text with one text per line. Blank lines are skipped.
+
+    Raises:
+        InputFileError: the file cannot be read or decoded, or a line lacks the field; the message
+            names the line.
     """
+    name = "standard input" if source == "-" else source
     try:
         raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
         raise InputFileError(f"cannot read input file {source}: {exc.strerror or exc}") from exc
-    texts = []
+    lines = _decode_lines(raw, name)
+    suffix = Path(source).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return _jsonl(lines, name, field, id_field)
+    if suffix == ".csv":
+        return _csv(lines, name, column, id_field)
+    return [Record(str(number), text) for number, text in lines if text.strip()]
+
+
+def _decode_lines(raw: bytes, name: str) -> list[tuple[int, str]]:
+    lines = []
     for number, line in enumerate(raw.splitlines(), start=1):
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InputFileError(
-                f"{'standard input' if source == '-' else source}, line {number}: not valid UTF-8 "
-                f"(byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+                f"{name}, line {number}: not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
             ) from exc
+        lines.append((number, text.removeprefix("\ufeff") if number == 1 else text))
+    return lines
+
+
+def _jsonl(lines: list[tuple[int, str]], name: str, field: str, id_field: str | None) -> list[Record]:
+    records = []
+    for number, text in lines:
+        if not text.strip():
+            continue
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputFileError(f"{name}, line {number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(item, dict) or not isinstance(item.get(field), str):
+            raise InputFileError(f"{name}, line {number}: expected an object with a string field {field!r}")
+        key = item.get(id_field) if id_field else number
+        records.append(Record(str(key), item[field]))
+    return records
+
+
+def _csv(lines: list[tuple[int, str]], name: str, column: str, id_field: str | None) -> list[Record]:
+    reader = csv.DictReader(io.StringIO("\n".join(text for _, text in lines)))
+    headers = reader.fieldnames or []
+    for wanted in (column, id_field):
+        if wanted is not None and wanted not in headers:
+            raise InputFileError(f"{name}: no column {wanted!r} (columns: {', '.join(headers) or 'none'})")
+    records = []
+    for row_number, row in enumerate(reader, start=1):
+        text = row.get(column)
+        if text is None:
+            raise InputFileError(f"{name}, row {row_number}: missing the {column!r} column")
         if text.strip():
-            texts.append((number, text.removeprefix("\ufeff") if number == 1 else text))
-    return texts
-
-
-def write_embeddings(path: str, vectors: np.ndarray, texts: Sequence[str], lines: Sequence[int] | None) -> None:
-    """Write vectors as .npy, or as JSON lines (.jsonl, or "-" for standard output).
-
-    A file is written under a temporary name and renamed, so a failed run never leaves half of one.
-    """
-    if path == "-":
-        _write_jsonl(sys.stdout, vectors, texts, lines)
-        return
-    target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in (".npy", ".jsonl"):
-        raise InputFileError(f"--output must end in .npy or .jsonl (or be - for JSON lines on stdout), got {path}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(
-            handle, "wb" if suffix == ".npy" else "w", encoding=None if suffix == ".npy" else "utf-8"
-        ) as out:
-            if suffix == ".npy":
-                np.save(out, vectors)
-            else:
-                _write_jsonl(out, vectors, texts, lines)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_jsonl(out: object, vectors: np.ndarray, texts: Sequence[str], lines: Sequence[int] | None) -> None:
-    write = out.write  # type: ignore[attr-defined]
-    for i, (text, vector) in enumerate(zip(texts, vectors)):
-        record: dict[str, object] = {"index": i}
-        if lines is not None:
-            record["line"] = lines[i]
-        record["text"] = text
-        record["embedding"] = [round(float(x), 7) for x in vector]
-        write(json.dumps(record, ensure_ascii=False) + "\n")
+            records.append(Record(str(row[id_field]) if id_field else str(row_number), text))
+    return records

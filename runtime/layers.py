@@ -96,3 +96,22 @@ def combine(states: Sequence[np.ndarray], how: Combine, weights: Sequence[float]
         return np.asarray(stacked.sum(axis=0, dtype=np.float32), dtype=np.float32)
     w = np.asarray(weights, dtype=np.float32).reshape((-1,) + (1,) * (stacked.ndim - 1))
     return np.asarray((stacked * w).sum(axis=0), dtype=np.float32)
+
+
+def parse_layers(text: str) -> LayerSpec:
+    """Read a command-line layer request: "-1", "-4,-3,-2,-1", "2:5", "last4", "all", "all+embeddings"."""
+    text = text.strip()
+    if text in NAMED_LAYERS:
+        return text
+    try:
+        if ":" in text:
+            parts = [int(p) if p.strip() else None for p in text.split(":")]
+            if len(parts) > 3:
+                raise ValueError(text)
+            return slice(*parts)
+        numbers = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise OptionError(
+            f"cannot read layers {text!r}: use an index (-1), a list (-4,-3), a slice (2:5) or one of {NAMED_LAYERS}"
+        ) from None
+    return numbers[0] if len(numbers) == 1 else numbers

@@ -19,6 +19,7 @@ from .manifest import Manifest, Pooling, Precision, Variant
 from .options import choice
 from .outputs import TokenEmbeddings, WordEmbeddings, WordMerge, merge_words, token_embeddings
 from .pooling import l2_normalize, pool
+from .progress import ProgressBar
 from .session import Device, create_session
 from .tokenization import Batch, TextEncoder, check_texts, is_truncated
 
@@ -291,7 +292,7 @@ class Model:
         names = [self.manifest.outputs[i] for i in wanted]
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")
-        bar = _ProgressBar(len(encodings)) if progress else None
+        bar = ProgressBar(len(encodings)) if progress else None
         try:
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
@@ -347,22 +348,3 @@ def _pooling(value: Pooling | str) -> Pooling | None:
     if value == "none":
         return None
     return choice(Pooling, value, "pooling")
-
-
-class _ProgressBar:
-    """A small progress bar on standard error (rich is a dependency of the CLI already)."""
-
-    def __init__(self, total: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
-        )
-        self._task = self._progress.add_task("embed", total=total)
-        self._progress.start()
-
-    def advance(self, n: int) -> None:
-        self._progress.advance(self._task, n)
-
-    def close(self) -> None:
-        self._progress.stop()

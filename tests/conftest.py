@@ -120,11 +120,11 @@ def tiny_artifact(tiny_bert: Path, export_tiny: Callable[..., Path]) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The packaged all-MiniLM-L6-v2 exported with fp32 and int8 (the real model, for truth)."""
+    """The packaged all-MiniLM-L6-v2 exported with fp32, int8 and fp16 (the real model, for truth)."""
     from bertx.exporter import ExportOptions, export_model
 
     out = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2"
-    return export_model(ExportOptions(model=MINILM_ID, output=out, int8=True), quiet_mode=True).path
+    return export_model(ExportOptions(model=MINILM_ID, output=out, int8=True, fp16=True), quiet_mode=True).path
 
 
 @pytest.fixture(scope="session")

@@ -139,7 +139,7 @@ def test_model_not_found_names_what_was_tried(tmp_path: Path) -> None:
 
 def test_existing_target_needs_force(tiny_bert: Path, tmp_path: Path) -> None:
     target = tmp_path / "art"
-    target.mkdir()
+    export_model(ExportOptions(model=str(tiny_bert), output=target), quiet_mode=True)
     (target / "keep.txt").write_text("mine")
     with pytest.raises(OutputExistsError, match="--force"):
         export_model(ExportOptions(model=str(tiny_bert), output=target), quiet_mode=True)
@@ -232,3 +232,62 @@ def test_threshold_overrides_are_parsed_and_recorded(tiny_bert: Path, tmp_path: 
     ).path
     report = bertx.Manifest.load(path).variants[Precision.FP32].parity
     assert report is not None and report.thresholds.max_abs == 2e-4
+
+
+def test_force_only_replaces_artifacts(tiny_bert: Path, tmp_path: Path) -> None:
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not a bertx artifact"):
+        export_model(ExportOptions(model=str(tiny_bert), output=precious, force=True), quiet_mode=True)
+    assert (precious / "notes.txt").read_text() == "mine" and not partials(tmp_path)
+
+
+def test_default_output_is_named_after_the_folder(
+    tiny_bert: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    shutil.copytree(tiny_bert, tmp_path / "my-model")
+    monkeypatch.chdir(tmp_path / "my-model")
+    result = export_model(ExportOptions(model="."), quiet_mode=True)
+    assert result.path == tmp_path / "my-model" / "models" / "my-model"
+
+
+def test_set_aside_artifact_of_a_killed_export_is_restored(tiny_bert: Path, tmp_path: Path) -> None:
+    target = tmp_path / "art"
+    export_model(ExportOptions(model=str(tiny_bert), output=target), quiet_mode=True)
+    manifest = (target / "bertx.json").read_text()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    aside = tmp_path / f".art.replaced-{dead.stdout.strip()}"
+    target.rename(aside)
+    with pytest.raises(OutputExistsError):
+        export_model(ExportOptions(model=str(tiny_bert), output=target), quiet_mode=True)
+    assert (target / "bertx.json").read_text() == manifest and not aside.exists()
+
+
+def test_unreachable_hub_is_reported(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update({"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_CACHE": str(tmp_path / "cache"), "COLUMNS": "200"})
+    cmd = [sys.executable, "-m", "bertx.cli", "export", "bert-base-uncased", "--fp16", "-o", str(tmp_path / "bb")]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "the Hugging Face Hub could not provide it" in message and "Traceback" not in message
+    assert not (tmp_path / "bb").exists()
+
+
+def test_sentence_transformers_pooling_bertx_cannot_reproduce(tiny_bert: Path, tmp_path: Path) -> None:
+    import shutil
+
+    source = tmp_path / "st"
+    shutil.copytree(tiny_bert, source)
+    (source / "modules.json").write_text(
+        json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])
+    )
+    (source / "1_Pooling").mkdir()
+    (source / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True})
+    )
+    with pytest.raises(UnsupportedModelError, match="pooling_mode_cls_token, pooling_mode_mean_tokens"):
+        export_model(ExportOptions(model=str(source), output=tmp_path / "out"), quiet_mode=True)

@@ -35,7 +35,11 @@ def test_cli_embed_and_info_load_nothing_heavy(tiny_artifact: Path, command: str
 @pytest.mark.slow
 def test_core_only_environment_embeds(tmp_path: Path, minilm_artifact: Path, minilm_source: Path) -> None:
     """A fresh virtual environment with only the core dependencies embeds with a real artifact."""
-    root = Path(__file__).resolve().parents[1]
+    import shutil
+
+    root = tmp_path / "source"
+    ignore = shutil.ignore_patterns(".venv", "build", "*.egg-info", "models", ".git", "__pycache__", ".*_cache")
+    shutil.copytree(Path(__file__).resolve().parents[1], root, ignore=ignore)
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"

@@ -84,3 +84,29 @@ def test_last_hidden_state_matches_torch_token_by_token(minilm_artifact: Path, m
         got = session.run(list(manifest.outputs), encoder.pad(encoder.encode([text])).feeds(manifest.inputs))
         for ours, theirs in zip(got, states):
             np.testing.assert_allclose(ours[0], theirs, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_every_variant_within_thresholds_and_shown_by_info(minilm_artifact: Path, sentence_transformer) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    manifest = bertx.Manifest.load(minilm_artifact)
+    assert list(manifest.variants) == [Precision.FP32, Precision.INT8, Precision.FP16]
+    for variant in manifest.variants.values():
+        assert variant.parity is not None and variant.parity.passed and not variant.parity.nonfinite
+    fp16 = manifest.variants[Precision.FP16].parity
+    assert fp16 is not None and fp16.cosine_min >= 0.999
+    want = sentence_transformer.encode(EXTRA, convert_to_numpy=True)
+    got = bertx.Model.from_pretrained(minilm_artifact, variant="fp16").embed(EXTRA)
+    assert cosines(got, want).min() >= 0.999
+    info = subprocess.run(
+        [sys.executable, "-m", "bertx.cli", "info", str(minilm_artifact)],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    assert info.returncode == 0, info.stderr
+    rows = [line for line in info.stdout.splitlines() if line.startswith("│ fp") or line.startswith("│ int8")]
+    verdicts = [line for line in rows if "cos≥" in line]
+    assert len(verdicts) == 3 and all("pass" in line for line in verdicts), info.stdout

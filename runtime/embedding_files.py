@@ -1,0 +1,157 @@
+"""Writing embeddings to .npy, .npz, .jsonl or .parquet atomically, and reading .npz back for search.
+
+An .npz holds `vectors`, `ids`, `texts` and `meta` (JSON: the artifact and the settings that made the
+vectors), so `bertx search` can embed a query the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import InputFileError, MissingDependencyError
+from .inputs import Record
+from .outputs import WordEmbeddings
+
+VECTOR_FORMATS = (".npy", ".npz", ".jsonl", ".parquet")
+
+
+@dataclass(frozen=True)
+class EmbeddingsFile:
+    """The contents of an .npz written by `bertx embed`."""
+
+    vectors: np.ndarray
+    ids: list[str]
+    texts: list[str]
+    meta: dict[str, Any]
+
+
+def check_output(path: str | None, words: bool) -> None:
+    """Refuse an output path bertx cannot write, before any work is done."""
+    if words and (path is None or (path != "-" and Path(path).suffix.lower() != ".jsonl")):
+        raise InputFileError(
+            f"word embeddings are written as JSON lines: --output must end in .jsonl or be -, got {path}"
+        )
+    if path is None or path == "-":
+        return
+    if Path(path).suffix.lower() not in VECTOR_FORMATS:
+        raise InputFileError(f"--output must end in {', '.join(VECTOR_FORMATS)} (or be - for stdout), got {path}")
+    if Path(path).is_dir():
+        raise InputFileError(f"--output {path} is a folder; give a file name")
+
+
+def write_vectors(path: str, vectors: np.ndarray, records: Sequence[Record], meta: dict[str, Any]) -> None:
+    """Write one vector per record; "-" writes JSON lines to standard output."""
+    if path == "-":
+        _jsonl_vectors(sys.stdout, vectors, records)
+        return
+    check_output(path, words=False)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        _write_parquet(path, vectors, records, meta)
+        return
+    with _atomic(path, binary=suffix != ".jsonl") as out:
+        if suffix == ".npy":
+            np.save(out, vectors)
+        elif suffix == ".npz":
+            np.savez(
+                out,
+                vectors=vectors,
+                ids=np.array([r.id for r in records], dtype=str),
+                texts=np.array([r.text for r in records], dtype=str),
+                meta=np.array(json.dumps(meta)),
+            )
+        else:
+            _jsonl_vectors(out, vectors, records)
+
+
+def write_words(path: str, words: Sequence[WordEmbeddings], records: Sequence[Record], dtype: str) -> None:
+    """Write word vectors as JSON lines, one object per text (words, spans, vectors)."""
+    check_output(path, words=True)
+
+    def emit(out: IO[Any]) -> None:
+        for record, result in zip(records, words):
+            item = {
+                "id": record.id,
+                "text": record.text,
+                "words": list(result.words),
+                "spans": [list(span) for span in result.spans],
+                "vectors": [_floats(v) for v in result.vectors.astype(dtype)],
+            }
+            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+    if path == "-":
+        emit(sys.stdout)
+        return
+    with _atomic(path, binary=False) as out:
+        emit(out)
+
+
+def read_npz(path: str) -> EmbeddingsFile:
+    """Read an .npz written by `bertx embed`; raise `InputFileError` if it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return EmbeddingsFile(
+                vectors=np.asarray(data["vectors"]),
+                ids=[str(i) for i in data["ids"]],
+                texts=[str(t) for t in data["texts"]],
+                meta=json.loads(str(data["meta"])),
+            )
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputFileError(
+            f"{path} is not an embeddings file written by `bertx embed --output X.npz` ({exc})"
+        ) from exc
+
+
+def _floats(vector: np.ndarray) -> list[float]:
+    return [round(float(x), 7) for x in vector]
+
+
+def _jsonl_vectors(out: IO[Any], vectors: np.ndarray, records: Sequence[Record]) -> None:
+    for record, vector in zip(records, vectors):
+        out.write(json.dumps({"id": record.id, "text": record.text, "embedding": _floats(vector)}, ensure_ascii=False))
+        out.write("\n")
+
+
+def _write_parquet(path: str, vectors: np.ndarray, records: Sequence[Record], meta: dict[str, Any]) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingDependencyError("writing .parquet needs pyarrow: pip install pyarrow") from None
+    table = pa.table(
+        {
+            "id": [r.id for r in records],
+            "text": [r.text for r in records],
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
+        }
+    ).replace_schema_metadata({"bertx": json.dumps(meta)})
+    with _atomic(path, binary=True) as out:
+        pq.write_table(table, out)
+
+
+@contextmanager
+def _atomic(path: str, binary: bool) -> Iterator[IO[Any]]:
+    """Write to a temporary file beside `path` and rename it into place only when writing succeeded."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise InputFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(handle, "wb" if binary else "w", encoding=None if binary else "utf-8") as out:
+            yield out
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
