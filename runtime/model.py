@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding
 
+from .chunking import LongTexts, combine_pooled, split, stitch
 from .errors import ArtifactError, InputError, OptionError
 from .layers import Combine, LayerSpec, check_combination, select_layers
 from .layers import combine as combine_states
 from .manifest import Manifest, Pooling, Precision, Variant
 from .options import choice
-from .outputs import TokenEmbeddings, WordEmbeddings, WordMerge, merge_words, token_embeddings
+from .outputs import TokenEmbeddings, TokenInfo, WordEmbeddings, WordMerge, merge_words, token_embeddings
 from .pooling import l2_normalize, pool
 from .progress import ProgressBar
 from .session import Device, create_session
@@ -133,6 +134,8 @@ class Model:
         normalize_embeddings: bool | None = None,
         show_progress_bar: bool = False,
         convert_to_numpy: bool = True,
+        long_texts: LongTexts | str = LongTexts.TRUNCATE,
+        chunk_overlap: int = 32,
     ) -> Any:
         """Sentence embeddings from any layer or combination of layers, sentence-transformers style.
 
@@ -155,6 +158,10 @@ class Model:
             normalize_embeddings: L2-normalize; default from the manifest.
             show_progress_bar: Show a progress bar on standard error.
             convert_to_numpy: True gives one (n, dim) array; False a list of 1-D arrays.
+            long_texts: truncate (default; one warning says how many texts were cut) or chunk: texts
+                longer than max_seq_length are embedded as overlapping windows whose vectors are
+                combined, weighted by their token counts (max pooling takes the max over windows).
+            chunk_overlap: Tokens each window repeats from the previous one (chunk mode).
 
         Raises:
             InputError: the texts are not strings. OptionError: an invalid keyword value.
@@ -163,7 +170,13 @@ class Model:
         if mode is None:
             single = isinstance(sentences, str)
             tokens = self.encode_tokens(
-                [sentences] if isinstance(sentences, str) else sentences, batch_size, layers, combine, layer_weights
+                [sentences] if isinstance(sentences, str) else sentences,
+                batch_size,
+                layers,
+                combine,
+                layer_weights,
+                long_texts,
+                chunk_overlap,
             )
             return tokens[0] if single else tokens
         how = choice(Combine, combine, "combine")
@@ -177,14 +190,26 @@ class Model:
         check_combination(how, layer_weights, len(chosen))
         unit = self.manifest.defaults.normalize if normalize_embeddings is None else normalize_embeddings
         single = isinstance(sentences, str)
-        encodings = self._tokenize([sentences] if isinstance(sentences, str) else sentences)
+        texts = [sentences] if isinstance(sentences, str) else sentences
+        encodings = self._tokenize(texts, long_texts, chunk_overlap)
+        windows = split(encodings) if choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK else None
+        flat = windows.encodings if windows is not None else encodings
         width = self.hidden_size * (len(chosen) if how is Combine.CONCAT else 1)
-        out = np.empty((len(encodings), width), dtype=np.float32)
-        for rows, batch, states in self._forward(encodings, batch_size, chosen, show_progress_bar):
+        out = np.empty((len(flat), width), dtype=np.float32)
+        for rows, batch, states in self._forward(flat, batch_size, chosen, show_progress_bar):
             if pool_before_combine:
                 out[rows] = combine_states([pool(h, batch.mask, mode) for h in states], how, layer_weights)
             else:
                 out[rows] = pool(combine_states(states, how, layer_weights), batch.mask, mode)
+        if windows is not None:
+            counts = np.array([len(e.ids) for e in windows.encodings])
+            out = (
+                np.stack(
+                    [combine_pooled(out[w], counts[w], mode is Pooling.MAX) for w in map(windows.of, range(len(texts)))]
+                )
+                if texts
+                else out
+            )
         if unit:
             out = l2_normalize(out)
         if single:
@@ -198,17 +223,16 @@ class Model:
         layers: LayerSpec | None = None,
         combine: Combine | str = Combine.MEAN,
         layer_weights: Sequence[float] | None = None,
+        long_texts: LongTexts | str = LongTexts.TRUNCATE,
+        chunk_overlap: int = 32,
     ) -> list[TokenEmbeddings]:
-        """Token vectors per text, without padding, with the tokens and their character offsets."""
-        how = choice(Combine, combine, "combine")
-        chosen = select_layers(layers, self.manifest.architecture.num_layers)
-        encodings = self._tokenize(texts)
-        results: list[TokenEmbeddings | None] = [None] * len(encodings)
-        for rows, _, states in self._forward(encodings, batch_size, chosen):
-            merged = combine_states(states, how, layer_weights)
-            for j, row in enumerate(rows):
-                results[row] = token_embeddings(texts[row], encodings[row], merged[j])
-        return [r for r in results if r is not None]
+        """Token vectors per text, without padding, with the tokens and their character offsets.
+
+        With long_texts="chunk", windows are stitched back so that every token appears once.
+        """
+        encodings = self._tokenize(texts, long_texts, chunk_overlap)
+        per_text = self._token_vectors(encodings, batch_size, layers, combine, layer_weights, long_texts, chunk_overlap)
+        return [token_embeddings(text, info, vectors) for text, (info, vectors) in zip(texts, per_text)]
 
     def encode_words(
         self,
@@ -218,6 +242,8 @@ class Model:
         layers: LayerSpec | None = None,
         combine: Combine | str = Combine.MEAN,
         layer_weights: Sequence[float] | None = None,
+        long_texts: LongTexts | str = LongTexts.TRUNCATE,
+        chunk_overlap: int = 32,
     ) -> list[WordEmbeddings]:
         """Word vectors per text: sub-word pieces merged back into words, special tokens left out.
 
@@ -231,22 +257,20 @@ class Model:
             merge: mean (default), first, last or max over a word's pieces.
         """
         how_merge = choice(WordMerge, merge, "merge")
-        how = choice(Combine, combine, "combine")
-        chosen = select_layers(layers, self.manifest.architecture.num_layers)
         pre_split = bool(texts) and not isinstance(texts[0], str) and isinstance(texts[0], Sequence)
         if pre_split:
+            if choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK:
+                raise OptionError("long_texts='chunk' works on plain texts, not pre-split words")
             encodings = self.tokenizer.encode_words(texts)  # type: ignore[arg-type]
             self._warn_truncated(encodings)
         else:
-            encodings = self._tokenize(texts)  # type: ignore[arg-type]
-        results: list[WordEmbeddings | None] = [None] * len(encodings)
-        for rows, _, states in self._forward(encodings, batch_size, chosen):
-            merged = combine_states(states, how, layer_weights)
-            for j, row in enumerate(rows):
-                words = list(texts[row]) if pre_split else None
-                text = "" if pre_split else str(texts[row])
-                results[row] = merge_words(text, encodings[row], merged[j], how_merge, words)
-        return [r for r in results if r is not None]
+            encodings = self._tokenize(texts, long_texts, chunk_overlap)  # type: ignore[arg-type]
+        per_text = self._token_vectors(encodings, batch_size, layers, combine, layer_weights, long_texts, chunk_overlap)
+        results = []
+        for text, (info, vectors) in zip(texts, per_text):
+            words = list(text) if pre_split else None
+            results.append(merge_words("" if pre_split else str(text), info, vectors, how_merge, words))
+        return results
 
     def word_embedding(
         self, word: str, merge: WordMerge | str = WordMerge.MEAN, layers: LayerSpec | None = None
@@ -258,7 +282,10 @@ class Model:
         return vectors[0] if len(vectors) == 1 else np.asarray(vectors.mean(axis=0), dtype=np.float32)
 
     def hidden_states(self, texts: Sequence[str], batch_size: int = 32) -> list[np.ndarray]:
-        """Every hidden state per text, for analysis: float32 (layers + 1, tokens, hidden), no padding."""
+        """Every hidden state per text, for analysis: float32 (layers + 1, tokens, hidden), no padding.
+
+        Texts longer than max_seq_length are truncated (with one warning).
+        """
         everything = tuple(range(self.manifest.architecture.num_layers + 1))
         encodings = self._tokenize(texts)
         results: list[np.ndarray | None] = [None] * len(encodings)
@@ -268,10 +295,45 @@ class Model:
                 results[row] = np.ascontiguousarray(stacked[j, :, : len(encodings[row].ids)])
         return [r for r in results if r is not None]
 
-    def _tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+    def _tokenize(
+        self, texts: Sequence[str], long_texts: LongTexts | str = LongTexts.TRUNCATE, overlap: int = 32
+    ) -> list[Encoding]:
+        if choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK:
+            return self.tokenizer.encode_windows(texts, overlap)
         encodings = self.tokenizer.encode(texts)
         self._warn_truncated(encodings)
         return encodings
+
+    def _token_vectors(
+        self,
+        encodings: Sequence[Encoding],
+        batch_size: int,
+        layers: LayerSpec | None,
+        combine: Combine | str,
+        layer_weights: Sequence[float] | None,
+        long_texts: LongTexts | str,
+        overlap: int,
+    ) -> list[tuple[TokenInfo, np.ndarray]]:
+        """Unpadded token vectors per text with the token facts that go with them (stitched when chunked)."""
+        how = choice(Combine, combine, "combine")
+        chosen = select_layers(layers, self.manifest.architecture.num_layers)
+        check_combination(how, layer_weights, len(chosen))
+        chunked = choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK
+        windows = split(encodings) if chunked else None
+        flat = windows.encodings if windows is not None else list(encodings)
+        matrices: list[np.ndarray] = [np.empty(0)] * len(flat)
+        for rows, _, states in self._forward(flat, batch_size, chosen):
+            merged = combine_states(states, how, layer_weights)
+            for j, row in enumerate(rows):
+                matrices[row] = merged[j, : len(flat[row].ids)]
+        if windows is None:
+            return list(zip(encodings, matrices))
+        results: list[tuple[TokenInfo, np.ndarray]] = []
+        for text in range(len(encodings)):
+            parts = windows.of(text)
+            stitched = stitch([flat[w] for w in parts], [matrices[w] for w in parts], overlap)
+            results.append((stitched, stitched.vectors))
+        return results
 
     def _warn_truncated(self, encodings: Sequence[Encoding]) -> None:
         cut = sum(is_truncated(e) for e in encodings)

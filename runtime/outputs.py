@@ -5,9 +5,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Protocol
 
 import numpy as np
-from tokenizers import Encoding
+
+
+class TokenInfo(Protocol):
+    """What the outputs need to know of a tokenized text: a tokenizers `Encoding` or stitched windows."""
+
+    @property
+    def ids(self) -> list[int]: ...
+    @property
+    def tokens(self) -> list[str]: ...
+    @property
+    def offsets(self) -> list[tuple[int, int]]: ...
+    @property
+    def special_tokens_mask(self) -> list[int]: ...
+    @property
+    def word_ids(self) -> list[int | None]: ...
 
 
 class WordMerge(str, Enum):
@@ -58,7 +73,7 @@ class WordEmbeddings:
     vectors: np.ndarray
 
 
-def token_embeddings(text: str, encoding: Encoding, vectors: np.ndarray) -> TokenEmbeddings:
+def token_embeddings(text: str, encoding: TokenInfo, vectors: np.ndarray) -> TokenEmbeddings:
     """Pair one text's unpadded token vectors with its tokens and offsets."""
     n = len(encoding.ids)
     return TokenEmbeddings(
@@ -71,7 +86,7 @@ def token_embeddings(text: str, encoding: Encoding, vectors: np.ndarray) -> Toke
 
 
 def merge_words(
-    text: str, encoding: Encoding, vectors: np.ndarray, how: WordMerge, words: Sequence[str] | None = None
+    text: str, encoding: TokenInfo, vectors: np.ndarray, how: WordMerge, words: Sequence[str] | None = None
 ) -> WordEmbeddings:
     """Merge one text's token vectors into word vectors using the tokenizer's word ids.
 

@@ -8,6 +8,7 @@ at the manifest's max_seq_length, and padding to the longest text of each batch,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from .errors import ArtifactError, InputError
+from .errors import ArtifactError, InputError, OptionError
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class TextEncoder:
         self._tokenizer = tokenizer
         self.max_length = max_length
         self.pad_id = pad_id
+        self._specials = len(tokenizer.encode("", add_special_tokens=True).ids)
+        self._windowed: dict[int, Tokenizer] = {}
+        self._lock = threading.Lock()
 
     @property
     def vocab_size(self) -> int:
@@ -72,6 +76,22 @@ class TextEncoder:
             mask[row, :n] = 1
             types[row, :n] = encoding.type_ids
         return Batch(ids, mask, types)
+
+    def encode_windows(self, texts: Sequence[str], overlap: int) -> list[Encoding]:
+        """Tokenize texts into windows of max_length tokens; each window's extra windows are in
+        `encoding.overflowing`, repeating `overlap` tokens of the window before."""
+        check_texts(texts)
+        content = self.max_length - self._specials
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < content // 2:
+            raise OptionError(f"chunk_overlap must be an integer from 0 to {content // 2 - 1}, got {overlap!r}")
+        with self._lock:
+            windowed = self._windowed.get(overlap)
+            if windowed is None:
+                windowed = Tokenizer.from_str(self._tokenizer.to_str())
+                windowed.no_padding()
+                windowed.enable_truncation(self.max_length, stride=overlap)
+                self._windowed[overlap] = windowed
+        return list(windowed.encode_batch(list(texts), add_special_tokens=True))
 
     def encode_words(self, texts: Sequence[Sequence[str]]) -> list[Encoding]:
         """Tokenize pre-split input: each text given as its list of words."""

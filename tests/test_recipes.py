@@ -249,3 +249,51 @@ def test_int8_recipes_stay_close(minilm_artifact: Path, states: Any) -> None:
 def test_wrong_keyword_values_list_the_valid_ones(model: bertx.Model, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(OptionError, match=message):
         model.encode(TEXTS[:1], **kwargs)
+
+
+def test_long_texts_in_windows(model: bertx.Model, minilm_source: Path) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from bertx.exporter.parity import parity_texts
+
+    long_text = " ".join(parity_texts()[-2:])
+    hf = AutoTokenizer.from_pretrained(minilm_source)
+    reference = AutoModel.from_pretrained(minilm_source).eval()
+    windows = hf(
+        long_text,
+        truncation=True,
+        max_length=256,
+        stride=16,
+        return_overflowing_tokens=True,
+        return_tensors="pt",
+        padding=True,
+    )
+    means, counts = [], []
+    with torch.inference_mode():
+        for ids, mask in zip(windows["input_ids"], windows["attention_mask"]):
+            n = int(mask.sum())
+            last = reference(input_ids=ids[None, :n], attention_mask=mask[None, :n]).last_hidden_state[0]
+            means.append(last.mean(0).numpy())
+            counts.append(n)
+    assert len(counts) >= 3
+    want = np.average(np.stack(means), axis=0, weights=counts)
+    got = model.encode([long_text, "short"], long_texts="chunk", chunk_overlap=16, normalize_embeddings=False)
+    np.testing.assert_allclose(got[0], want, atol=1e-4)
+    short = model.encode(["short"], normalize_embeddings=False)
+    np.testing.assert_allclose(got[1], short[0], atol=1e-5)
+
+    tokens = model.encode_tokens([long_text], long_texts="chunk", chunk_overlap=16)[0]
+    full = hf(long_text)
+    assert list(tokens.tokens) == full.tokens() and len(tokens.tokens) > 600
+    first = windows["attention_mask"][0].sum()
+    with torch.inference_mode():
+        head = reference(input_ids=windows["input_ids"][:1, :first]).last_hidden_state[0].numpy()
+    np.testing.assert_allclose(tokens.vectors[: first - 1], head[:-1], atol=1e-4)
+
+    words = model.encode_words([long_text], long_texts="chunk")[0]
+    assert len(words.words) == len({w for w in full.word_ids() if w is not None})
+    with pytest.raises(OptionError, match="chunk_overlap"):
+        model.encode([long_text], long_texts="chunk", chunk_overlap=500)
+    with pytest.raises(OptionError, match="expected one of truncate, chunk"):
+        model.encode([long_text], long_texts="split")
