@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .display import layer_table, parity_table, variants_table
+from .display import int8_search_table, layer_table, parity_table, variants_table
 from .errors import BertxError, InputFileError
 from .layers import Combine
 from .manifest import Manifest, Precision
@@ -178,7 +178,7 @@ def embed(
     ] = None,
     dtype: Annotated[DType, typer.Option(help="Float type written to the output file.")] = DType.FLOAT32,
     variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
-    device: Annotated[Device, typer.Option(help="Execution provider.")] = Device.CPU,
+    device: Annotated[Device, typer.Option(help="Execution provider (auto: CUDA when available).")] = Device.CPU,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per onnxruntime call.")] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="onnxruntime threads.")] = None,
     allow_fallback: Annotated[
@@ -299,6 +299,36 @@ def info(artifact: Annotated[Path, typer.Argument(help="Artifact folder written 
     if checked:
         out.print(layer_table(checked))
     out.print(parity_table(reports))
+    int8 = manifest.variants.get(Precision.INT8)
+    search_table = int8_search_table(int8) if int8 is not None else None
+    if search_table is not None:
+        out.print(search_table)
+
+
+@app.command()
+@_user_errors
+def doctor() -> None:
+    """Show versions, the execution providers that really load, CPU features and the INT8 preset they suit."""
+    from .doctor import diagnose
+
+    report = diagnose()
+    out.print(f"python        {report.python}")
+    for package, version in report.versions.items():
+        out.print(f"{package:<13} {version or '[dim]not installed[/]'}")
+    for check in report.providers:
+        mark = "[green]ok[/]" if check.works else "[red]fails[/]"
+        out.print(f"provider      {check.name}: {mark} ({check.detail})")
+    cpu = report.cpu
+    flags = ", ".join(
+        f"{name} {'yes' if on else 'no'}"
+        for name, on in (("AVX2", cpu.avx2), ("AVX-512", cpu.avx512), ("VNNI", cpu.vnni))
+    )
+    out.print(f"cpu           {cpu.model} ({cpu.machine}): {flags}")
+    out.print(f"int8 preset   {cpu.int8_preset}")
+    for note in report.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    for problem in report.problems:
+        out.print(f"[bold red]problem:[/] {problem}")
 
 
 def main() -> None:

@@ -73,3 +73,25 @@ def _how(variant: Variant) -> str:
         channel = "per-channel" if quant.get("per_channel") else "per-tensor"
         text += f", int8 {quant.get('mode', '')} {channel}, preset {quant.get('preset', '?')}"
     return text
+
+
+def int8_search_table(variant: Variant) -> Table | None:
+    """The tries of the INT8 search (how many nodes stayed fp32, and the calibration cosines)."""
+    quant = variant.quantization or {}
+    tries = quant.get("search")
+    if not tries:
+        return None
+    table = Table(title=f"INT8 search on calibration text (goal: min cosine ≥ {quant.get('calibration_goal')})")
+    for column in ("fp32 nodes", "int8 nodes", "min cos", "mean cos", "kept"):
+        table.add_column(column, justify="right")
+    total = int(quant.get("quantized_nodes", 0)) + len(quant.get("fp32_nodes", []))
+    for i, attempt in enumerate(tries):
+        kept = "[green]✓[/]" if i == len(tries) - 1 else ""
+        table.add_row(
+            str(attempt["fp32_nodes"]),
+            str(total - int(attempt["fp32_nodes"])),
+            f"{attempt['cosine_min']:.4f}",
+            f"{attempt['cosine_mean']:.4f}",
+            kept,
+        )
+    return table

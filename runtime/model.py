@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Encoding
 
+from .artifact import check_file, load_tokenizer
 from .chunking import LongTexts, combine_pooled, split, stitch
 from .errors import ArtifactError, InputError, OptionError
 from .layers import Combine, LayerSpec, check_combination, select_layers
@@ -21,8 +21,8 @@ from .options import choice
 from .outputs import TokenEmbeddings, TokenInfo, WordEmbeddings, WordMerge, merge_words, token_embeddings
 from .pooling import l2_normalize, pool
 from .progress import ProgressBar
-from .session import Device, create_session
-from .tokenization import Batch, TextEncoder, check_texts, is_truncated
+from .session import PROVIDERS, Device, TensorRTSettings, create_session, resolve_device
+from .tokenization import Batch, check_texts, is_truncated
 
 
 class TruncationWarning(UserWarning):
@@ -50,15 +50,33 @@ class Model:
         device: Device | str = Device.CPU,
         threads: int | None = None,
         allow_fallback: bool = False,
+        max_batch_size: int = 32,
+        cpu_arena: bool = True,
     ) -> None:
         self.path = Path(path)
         self.manifest = Manifest.load(self.path)
         self.variant: Variant = self.manifest.variant(variant)
-        self.device = Device(device)
+        requested = resolve_device(choice(Device, device, "device"))
         onnx_path = self.path / self.variant.file
-        _check_file(onnx_path, self.variant.size_bytes, what=f"{self.variant.precision.value} model")
-        self.tokenizer = _load_tokenizer(self.path, self.manifest)
-        self.session = create_session(onnx_path, self.device, threads, allow_fallback)
+        check_file(onnx_path, self.variant.size_bytes, what=f"{self.variant.precision.value} model")
+        self.tokenizer = load_tokenizer(self.path, self.manifest)
+        tensorrt = TensorRTSettings(
+            cache_dir=self.path / "trt-cache" / self.variant.precision.value,
+            input_names=self.manifest.inputs,
+            max_batch=max_batch_size,
+            max_length=self.tokenizer.max_length,
+            opt_length=min(128, self.tokenizer.max_length),
+            fp16=self.variant.precision is Precision.FP16,
+            int8=self.variant.precision is Precision.INT8,
+        )
+        self.session = create_session(
+            onnx_path, requested, threads, allow_fallback, tensorrt if requested is Device.TENSORRT else None, cpu_arena
+        )
+        active = self.session.get_providers()[0]
+        self.device = next((d for d, name in PROVIDERS.items() if name == active), Device.CPU)
+        # On a GPU, bind inputs and the requested outputs explicitly: each batch crosses to the device
+        # once, and hidden states the request does not need never come back to the host.
+        self._bind_outputs = self.device is not Device.CPU
         declared = {i.name for i in self.session.get_inputs()}
         if declared != set(self.manifest.inputs):
             raise ArtifactError(
@@ -74,18 +92,22 @@ class Model:
         device: Device | str = Device.CPU,
         threads: int | None = None,
         allow_fallback: bool = False,
+        max_batch_size: int = 32,
+        cpu_arena: bool = True,
     ) -> Model:
         """Load an artifact folder written by `bertx export`.
 
         Args:
             path: The artifact folder (it holds bertx.json).
             variant: fp32 (default), int8 or fp16.
-            device: "cpu" (default) or "cuda".
+            device: "cpu" (default), "cuda", "tensorrt", or "auto" (CUDA when available, else CPU).
             threads: onnxruntime intra-op threads; default lets onnxruntime choose.
             allow_fallback: Run on the CPU with a warning when CUDA is asked for but unavailable,
                 instead of raising `ProviderError`.
+            max_batch_size: Largest batch the TensorRT engine profile allows.
+            cpu_arena: Keep onnxruntime's CPU memory arena (faster); False returns memory between calls.
         """
-        return cls(path, variant, device, threads, allow_fallback)
+        return cls(path, variant, device, threads, allow_fallback, max_batch_size, cpu_arena)
 
     @property
     def hidden_size(self) -> int:
@@ -359,7 +381,7 @@ class Model:
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 batch = self.tokenizer.pad([encodings[i] for i in rows])
-                fetched = dict(zip(wanted, self.session.run(names, batch.feeds(self.manifest.inputs))))
+                fetched = dict(zip(wanted, self._run(names, batch.feeds(self.manifest.inputs))))
                 yield rows, batch, [fetched[i] for i in layers]
                 if bar is not None:
                     bar.advance(len(rows))
@@ -367,42 +389,22 @@ class Model:
             if bar is not None:
                 bar.close()
 
+    def _run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if not self._bind_outputs:
+            return list(self.session.run(names, feeds))
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        for name in names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return list(binding.copy_outputs_to_cpu())
+
     def __repr__(self) -> str:
         return (
             f"Model({str(self.path)!r}, variant={self.variant.precision.value!r}, "
             f"device={self.device.value!r}, hidden_size={self.hidden_size})"
         )
-
-
-def _check_file(path: Path, size: int, what: str) -> None:
-    if not path.is_file():
-        raise ArtifactError(f"{what} file {path} is missing; the artifact folder is incomplete, re-export it")
-    actual = path.stat().st_size
-    if actual != size:
-        raise ArtifactError(
-            f"{what} file {path.name} is {actual} bytes but the manifest says {size}: "
-            "it is truncated or was replaced; re-export the model"
-        )
-
-
-def _load_tokenizer(folder: Path, manifest: Manifest) -> TextEncoder:
-    info = manifest.tokenizer
-    path = folder / info.file
-    if not path.is_file():
-        raise ArtifactError(f"tokenizer file {path} is missing; the artifact folder is incomplete, re-export it")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != info.sha256:
-        raise ArtifactError(
-            f"{info.file} does not match the model it was exported with (sha256 differs from the manifest); "
-            "put the original tokenizer back or re-export the model"
-        )
-    encoder = TextEncoder(path, manifest.defaults.max_seq_length, info.pad_token_id)
-    if encoder.vocab_size > manifest.architecture.vocab_size:
-        raise ArtifactError(
-            f"{info.file} has {encoder.vocab_size} tokens but the model's embedding table has "
-            f"{manifest.architecture.vocab_size}: tokenizer and model do not match"
-        )
-    return encoder
 
 
 def _pooling(value: Pooling | str) -> Pooling | None:

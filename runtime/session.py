@@ -1,28 +1,89 @@
-"""onnxruntime sessions: execution provider choice, threads, and readable load errors."""
+"""onnxruntime sessions: execution provider choice, threads, TensorRT options, readable load errors."""
 
 from __future__ import annotations
 
+import logging
 import warnings
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
-from .errors import ArtifactError, ProviderError
+from .errors import ArtifactError, OptionError, ProviderError
+
+log = logging.getLogger("bertx")
 
 
 class Device(str, Enum):
-    """Where the model runs."""
+    """Where the model runs; auto picks CUDA when onnxruntime can use it, else the CPU."""
 
     CPU = "cpu"
     CUDA = "cuda"
+    TENSORRT = "tensorrt"
+    AUTO = "auto"
 
 
-_PROVIDERS = {Device.CPU: "CPUExecutionProvider", Device.CUDA: "CUDAExecutionProvider"}
+PROVIDERS = {
+    Device.CPU: "CPUExecutionProvider",
+    Device.CUDA: "CUDAExecutionProvider",
+    Device.TENSORRT: "TensorrtExecutionProvider",
+}
 
 
 class FallbackWarning(UserWarning):
     """The requested execution provider was unavailable and the CPU is used instead."""
+
+
+@dataclass(frozen=True)
+class TensorRTSettings:
+    """What the TensorRT provider needs to build engines for an artifact.
+
+    Engines are cached in `cache_dir` (inside the artifact folder by default), so they are built once
+    per machine. The optimization profile covers batches of 1 … `max_batch` texts of 1 … `max_length`
+    tokens, tuned for `opt_length`.
+    """
+
+    cache_dir: Path
+    input_names: tuple[str, ...]
+    max_batch: int
+    max_length: int
+    opt_length: int = 128
+    fp16: bool = False
+    int8: bool = False
+
+    def provider_options(self) -> dict[str, str]:
+        """The TensorrtExecutionProvider options, as onnxruntime takes them (strings)."""
+        if not 1 <= self.opt_length <= self.max_length or self.max_batch < 1:
+            raise OptionError(
+                f"TensorRT profile needs 1 ≤ opt_length ≤ max_length and max_batch ≥ 1, got "
+                f"opt_length={self.opt_length}, max_length={self.max_length}, max_batch={self.max_batch}"
+            )
+
+        def shapes(batch: int, length: int) -> str:
+            return ",".join(f"{name}:{batch}x{length}" for name in self.input_names)
+
+        return {
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(self.cache_dir),
+            "trt_timing_cache_enable": "True",
+            "trt_timing_cache_path": str(self.cache_dir),
+            "trt_fp16_enable": str(self.fp16),
+            "trt_int8_enable": str(self.int8),
+            "trt_profile_min_shapes": shapes(1, 1),
+            "trt_profile_opt_shapes": shapes(self.max_batch, self.opt_length),
+            "trt_profile_max_shapes": shapes(self.max_batch, self.max_length),
+        }
+
+
+def resolve_device(device: Device) -> Device:
+    """Turn `auto` into the best device onnxruntime offers here (CUDA, else CPU), and log the choice."""
+    if device is not Device.AUTO:
+        return device
+    chosen = Device.CUDA if PROVIDERS[Device.CUDA] in ort.get_available_providers() else Device.CPU
+    log.info("bertx: device auto → %s (available providers: %s)", chosen.value, ort.get_available_providers())
+    return chosen
 
 
 def create_session(
@@ -30,17 +91,22 @@ def create_session(
     device: Device = Device.CPU,
     threads: int | None = None,
     allow_fallback: bool = False,
+    tensorrt: TensorRTSettings | None = None,
+    cpu_arena: bool = True,
 ) -> ort.InferenceSession:
     """Open an ONNX file on the requested device.
 
-    Asking for CUDA where onnxruntime cannot use it raises `ProviderError` unless `allow_fallback`
-    is set, in which case the CPU is used and a `FallbackWarning` says so.
+    Asking for CUDA or TensorRT where onnxruntime cannot use it raises `ProviderError` unless
+    `allow_fallback` is set, in which case the CPU is used and a `FallbackWarning` says so.
+    `cpu_arena=False` returns memory to the system between calls (smaller peak, a little slower).
     """
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
-    providers = _providers(device, allow_fallback)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise OptionError(f"threads must be a positive integer, got {threads!r}")
+    device = resolve_device(device)
+    providers = _providers(device, allow_fallback, tensorrt)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = cpu_arena
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -51,30 +117,36 @@ def create_session(
             f"onnxruntime {ort.__version__} cannot load {path.name}: {_first_line(exc)}. "
             "The file is corrupt or was written by a newer exporter; re-export the model"
         ) from exc
-    if device is Device.CUDA and _PROVIDERS[device] not in session.get_providers():
+    first = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    if first != "CPUExecutionProvider" and first not in session.get_providers():
         # onnxruntime falls back to the CPU silently when the CUDA libraries fail to load.
         if not allow_fallback:
             raise ProviderError(
-                "CUDAExecutionProvider is listed but failed to initialise (CUDA or cuDNN libraries missing "
-                "or not matching onnxruntime-gpu); pass allow_fallback=True to run on the CPU instead"
+                f"{first} is listed but failed to initialise (CUDA, cuDNN or TensorRT libraries missing or "
+                "not matching onnxruntime-gpu); pass allow_fallback=True to run on the CPU instead"
             )
-        warnings.warn("CUDA provider failed to initialise; running on the CPU", FallbackWarning, stacklevel=3)
+        warnings.warn(f"{first} failed to initialise; running on the CPU", FallbackWarning, stacklevel=3)
     return session
 
 
-def _providers(device: Device, allow_fallback: bool) -> list[str]:
+def _providers(device: Device, allow_fallback: bool, tensorrt: TensorRTSettings | None) -> list[Any]:
     available = ort.get_available_providers()
     if device is Device.CPU:
         return ["CPUExecutionProvider"]
-    wanted = _PROVIDERS[device]
+    wanted = PROVIDERS[device]
     if wanted in available:
+        if device is Device.TENSORRT:
+            if tensorrt is None:
+                raise OptionError("the TensorRT provider needs TensorRTSettings (Model builds them from the artifact)")
+            tensorrt.cache_dir.mkdir(parents=True, exist_ok=True)
+            return [(wanted, tensorrt.provider_options()), "CUDAExecutionProvider", "CPUExecutionProvider"]
         return [wanted, "CPUExecutionProvider"]
     if allow_fallback:
         warnings.warn(f"{wanted} is not available; running on the CPU", FallbackWarning, stacklevel=4)
         return ["CPUExecutionProvider"]
     raise ProviderError(
         f"{wanted} is not available in this onnxruntime {ort.__version__} (available: {', '.join(available)}). "
-        "Install onnxruntime-gpu instead of onnxruntime for CUDA, or use device='cpu' / allow_fallback=True"
+        "Install onnxruntime-gpu instead of onnxruntime for CUDA/TensorRT, or use device='cpu' / allow_fallback=True"
     )
 
 
