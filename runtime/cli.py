@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .chunking import LongTexts
 from .display import int8_search_table, layer_table, parity_table, variants_table
 from .errors import BertxError, InputFileError
 from .layers import Combine
@@ -167,7 +168,10 @@ def embed(
     field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
     column: Annotated[str, typer.Option(help="CSV column holding the text.")] = "text",
     id_field: Annotated[str | None, typer.Option(help="JSONL field / CSV column with ids [line number].")] = None,
-    pooling: Annotated[str | None, typer.Option(help="cls, mean, max, mean_sqrt_len, first_last_avg.")] = None,
+    pooling: Annotated[
+        str | None,
+        typer.Option(help="cls, mean, max, mean_sqrt_len, first_last_avg, or none for token vectors (.jsonl)."),
+    ] = None,
     layers: Annotated[str | None, typer.Option(help="-1, -4,-3, 2:5, last4, all, all+embeddings [last].")] = None,
     combine: Annotated[Combine, typer.Option(help="How several layers are combined.")] = Combine.MEAN,
     words: Annotated[
@@ -176,6 +180,10 @@ def embed(
     normalize: Annotated[
         bool | None, typer.Option("--normalize/--no-normalize", help="L2-normalize [default: the artifact's].")
     ] = None,
+    long_texts: Annotated[
+        LongTexts, typer.Option(help="Texts over max_seq_length: truncate, or chunk into overlapping windows.")
+    ] = LongTexts.TRUNCATE,
+    chunk_overlap: Annotated[int, typer.Option(min=0, help="Tokens shared by consecutive windows.")] = 32,
     dtype: Annotated[DType, typer.Option(help="Float type written to the output file.")] = DType.FLOAT32,
     variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
     device: Annotated[Device, typer.Option(help="Execution provider (auto: CUDA when available).")] = Device.CPU,
@@ -186,13 +194,14 @@ def embed(
     ] = False,
 ) -> None:
     """Embed texts given as arguments or read from a file, one vector per text (or per word)."""
-    from .embedding_files import check_output, write_vectors, write_words
+    from .embedding_files import check_output, write_tokens, write_vectors, write_words
     from .inputs import Record, read_records
     from .layers import parse_layers
     from .model import Model
 
-    if output is not None:
-        check_output(output, words=words is not None)
+    per_token = words is not None or pooling == "none"
+    if output is not None or per_token:
+        check_output(output, words=per_token)
     records = [Record(str(i), t) for i, t in enumerate(texts or [])]
     if input is not None:
         records += read_records(input, field=field, column=column, id_field=id_field)
@@ -203,15 +212,24 @@ def embed(
     )
     strings = [r.text for r in records]
     layer_spec = parse_layers(layers) if layers is not None else None
+    chunking: dict[str, Any] = {"long_texts": long_texts, "chunk_overlap": chunk_overlap}
     if words is not None and output is not None:
-        merged = model.encode_words(strings, merge=words, batch_size=batch_size, layers=layer_spec, combine=combine)
+        merged = model.encode_words(
+            strings, merge=words, batch_size=batch_size, layers=layer_spec, combine=combine, **chunking
+        )
         write_words(output, merged, records, dtype.value)
+        return
+    if pooling == "none" and output is not None:
+        tokens = model.encode_tokens(strings, batch_size=batch_size, layers=layer_spec, combine=combine, **chunking)
+        write_tokens(output, tokens, records, dtype.value)
         return
     settings: dict[str, Any] = {
         "pooling": pooling,
         "layers": layers,
         "combine": combine.value,
         "normalize_embeddings": normalize,
+        "long_texts": long_texts.value,
+        "chunk_overlap": chunk_overlap,
     }
     vectors = _encode(model, strings, settings, batch_size, show=input is not None and len(strings) > batch_size)
     vectors = vectors.astype(dtype.value, copy=False)
@@ -259,8 +277,9 @@ def search(
     data = read_npz(embeddings)
     source = artifact or Path(str(data.meta.get("artifact", "")))
     model = Model.from_pretrained(source, variant=str(data.meta.get("variant", "fp32")))
-    settings = {key: data.meta.get(key) for key in ("pooling", "layers", "combine", "normalize_embeddings")}
-    settings["combine"] = settings["combine"] or "mean"
+    keys = ("pooling", "layers", "combine", "normalize_embeddings", "long_texts", "chunk_overlap")
+    settings = {key: data.meta[key] for key in keys if data.meta.get(key) is not None}
+    settings.setdefault("layers", None)
     vectors = _encode(model, list(queries), settings, 32, show=False)
     if vectors.shape[1] != data.vectors.shape[1]:
         raise InputFileError(

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputFileError, MissingDependencyError
 from .inputs import Record
-from .outputs import WordEmbeddings
+from .outputs import TokenEmbeddings, WordEmbeddings
 
 VECTOR_FORMATS = (".npy", ".npz", ".jsonl", ".parquet")
 
@@ -76,18 +76,31 @@ def write_vectors(path: str, vectors: np.ndarray, records: Sequence[Record], met
 
 def write_words(path: str, words: Sequence[WordEmbeddings], records: Sequence[Record], dtype: str) -> None:
     """Write word vectors as JSON lines, one object per text (words, spans, vectors)."""
+    items = ({"words": list(r.words), "spans": [list(span) for span in r.spans], "vectors": r.vectors} for r in words)
+    _write_per_text(path, items, records, dtype)
+
+
+def write_tokens(path: str, tokens: Sequence[TokenEmbeddings], records: Sequence[Record], dtype: str) -> None:
+    """Write token vectors as JSON lines, one object per text (tokens, offsets, special, vectors)."""
+    items = (
+        {
+            "tokens": list(r.tokens),
+            "offsets": [list(o) for o in r.offsets],
+            "special": [bool(x) for x in r.special],
+            "vectors": r.vectors,
+        }
+        for r in tokens
+    )
+    _write_per_text(path, items, records, dtype)
+
+
+def _write_per_text(path: str, items: Iterator[dict[str, Any]], records: Sequence[Record], dtype: str) -> None:
     check_output(path, words=True)
 
     def emit(out: IO[Any]) -> None:
-        for record, result in zip(records, words):
-            item = {
-                "id": record.id,
-                "text": record.text,
-                "words": list(result.words),
-                "spans": [list(span) for span in result.spans],
-                "vectors": [_floats(v) for v in result.vectors.astype(dtype)],
-            }
-            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+        for record, item in zip(records, items):
+            item["vectors"] = [_floats(v) for v in item["vectors"].astype(dtype)]
+            out.write(json.dumps({"id": record.id, "text": record.text, **item}, ensure_ascii=False) + "\n")
 
     if path == "-":
         emit(sys.stdout)

@@ -201,3 +201,30 @@ def test_export_errors_are_one_line(tmp_path: Path, tiny_bert: Path) -> None:
     result = run("export", str(no_tokenizer), "-o", str(tmp_path / "o2"))
     assert result.returncode == 2 and "tokenizer" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_token_vectors_chunking_and_parquet(tiny_artifact: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    model = bertx.Model.from_pretrained(tiny_artifact)
+    result = run("embed", str(tiny_artifact), "the cat runs", "--pooling", "none", "-o", str(tmp_path / "t.jsonl"))
+    assert result.returncode == 0, result.stderr
+    row = json.loads((tmp_path / "t.jsonl").read_text())
+    want = model.encode_tokens(["the cat runs"])[0]
+    assert row["tokens"] == list(want.tokens) and row["special"][0] is True
+    np.testing.assert_allclose(np.array(row["vectors"]), want.vectors, atol=1e-6)
+
+    long_text = "the quick brown fox jumps over the lazy dog " * 40
+    result = run("embed", str(tiny_artifact), long_text, "--long-texts", "chunk", "-o", str(tmp_path / "c.npy"))
+    assert result.returncode == 0 and "truncated" not in result.stderr, result.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "c.npy"), model.encode([long_text], long_texts="chunk"), atol=1e-6)
+    result = run("embed", str(tiny_artifact), long_text, "-o", str(tmp_path / "t.npy"))
+    assert result.returncode == 0 and "1 of 1 texts were longer than 128 tokens" in result.stderr
+
+    result = run("embed", str(tiny_artifact), "a cat", "a dog", "-o", str(tmp_path / "v.parquet"))
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(tmp_path / "v.parquet")
+    assert table.column("text").to_pylist() == ["a cat", "a dog"]
+    vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(vectors, model.encode(["a cat", "a dog"]), atol=1e-6)
+    assert b"bertx" in table.schema.metadata
