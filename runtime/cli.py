@@ -184,6 +184,10 @@ def embed(
         LongTexts, typer.Option(help="Texts over max_seq_length: truncate, or chunk into overlapping windows.")
     ] = LongTexts.TRUNCATE,
     chunk_overlap: Annotated[int, typer.Option(min=0, help="Tokens shared by consecutive windows.")] = 32,
+    chunk_window: Annotated[int | None, typer.Option(help="Tokens per window [max_seq_length].")] = None,
+    hidden_states: Annotated[
+        bool, typer.Option("--hidden-states", help="Write every hidden state per text (.npz), for analysis.")
+    ] = False,
     dtype: Annotated[DType, typer.Option(help="Float type written to the output file.")] = DType.FLOAT32,
     variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
     device: Annotated[Device, typer.Option(help="Execution provider (auto: CUDA when available).")] = Device.CPU,
@@ -194,13 +198,13 @@ def embed(
     ] = False,
 ) -> None:
     """Embed texts given as arguments or read from a file, one vector per text (or per word)."""
-    from .embedding_files import check_output, write_tokens, write_vectors, write_words
+    from .embedding_files import check_output, write_hidden_states, write_tokens, write_vectors, write_words
     from .inputs import Record, read_records
     from .layers import parse_layers
     from .model import Model
 
     per_token = words is not None or pooling == "none"
-    if output is not None or per_token:
+    if (output is not None or per_token) and not hidden_states:
         check_output(output, words=per_token)
     records = [Record(str(i), t) for i, t in enumerate(texts or [])]
     if input is not None:
@@ -212,7 +216,16 @@ def embed(
     )
     strings = [r.text for r in records]
     layer_spec = parse_layers(layers) if layers is not None else None
-    chunking: dict[str, Any] = {"long_texts": long_texts, "chunk_overlap": chunk_overlap}
+    if hidden_states:
+        if output is None or not output.lower().endswith(".npz"):
+            raise InputFileError("--hidden-states writes one array per text: give --output FILE.npz")
+        write_hidden_states(output, model.hidden_states(strings, batch_size=batch_size), records)
+        return
+    chunking: dict[str, Any] = {
+        "long_texts": long_texts,
+        "chunk_overlap": chunk_overlap,
+        "chunk_window": chunk_window,
+    }
     if words is not None and output is not None:
         merged = model.encode_words(
             strings, merge=words, batch_size=batch_size, layers=layer_spec, combine=combine, **chunking
@@ -230,6 +243,7 @@ def embed(
         "normalize_embeddings": normalize,
         "long_texts": long_texts.value,
         "chunk_overlap": chunk_overlap,
+        "chunk_window": chunk_window,
     }
     vectors = _encode(model, strings, settings, batch_size, show=input is not None and len(strings) > batch_size)
     vectors = vectors.astype(dtype.value, copy=False)
@@ -277,7 +291,7 @@ def search(
     data = read_npz(embeddings)
     source = artifact or Path(str(data.meta.get("artifact", "")))
     model = Model.from_pretrained(source, variant=str(data.meta.get("variant", "fp32")))
-    keys = ("pooling", "layers", "combine", "normalize_embeddings", "long_texts", "chunk_overlap")
+    keys = ("pooling", "layers", "combine", "normalize_embeddings", "long_texts", "chunk_overlap", "chunk_window")
     settings = {key: data.meta[key] for key in keys if data.meta.get(key) is not None}
     settings.setdefault("layers", None)
     vectors = _encode(model, list(queries), settings, 32, show=False)
@@ -322,6 +336,34 @@ def info(artifact: Annotated[Path, typer.Argument(help="Artifact folder written 
     search_table = int8_search_table(int8) if int8 is not None else None
     if search_table is not None:
         out.print(search_table)
+
+
+@app.command()
+@_user_errors
+def similarity(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")],
+    texts: Annotated[list[str], typer.Argument(help="Texts to compare with each other.")],
+    metric: Annotated[Metric, typer.Option(help="Score.")] = Metric.COSINE,
+    pooling: Annotated[str | None, typer.Option(help="Pooling [default: the artifact's].")] = None,
+    layers: Annotated[str | None, typer.Option(help="-1, -4,-3, 2:5, last4, all [last].")] = None,
+    variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
+) -> None:
+    """Print the similarity (or distance) matrix of a few texts."""
+    from .model import Model
+    from .similarity import pairwise
+
+    model = Model.from_pretrained(artifact, variant=variant)
+    settings = {"pooling": pooling, "layers": layers, "combine": "mean", "normalize_embeddings": None}
+    scores = pairwise(_encode(model, list(texts), settings, 32, show=False), metric=metric)
+    for i, text in enumerate(texts):
+        out.print(f"[{i}] {text}")
+    table = Table(title=f"{metric.value} ({model.variant.precision.value})")
+    table.add_column("")
+    for i in range(len(texts)):
+        table.add_column(f"[{i}]", justify="right")
+    for i, row in enumerate(scores):
+        table.add_row(f"[{i}]", *(f"{x:.3f}" for x in row))
+    out.print(table)
 
 
 @app.command()

@@ -109,6 +109,14 @@ def _write_per_text(path: str, items: Iterator[dict[str, Any]], records: Sequenc
         emit(out)
 
 
+def write_hidden_states(path: str, states: Sequence[np.ndarray], records: Sequence[Record]) -> None:
+    """Write every hidden state per text to an .npz: arrays "0", "1", … of (layers + 1, tokens, hidden)."""
+    arrays: dict[str, Any] = {str(i): array for i, array in enumerate(states)}
+    arrays["ids"] = np.array([r.id for r in records], dtype=str)
+    with _atomic(path, binary=True) as out:
+        np.savez(out, **arrays)
+
+
 def read_npz(path: str) -> EmbeddingsFile:
     """Read an .npz written by `bertx embed`; raise `InputFileError` if it is not one."""
     try:

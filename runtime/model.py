@@ -158,6 +158,7 @@ class Model:
         convert_to_numpy: bool = True,
         long_texts: LongTexts | str = LongTexts.TRUNCATE,
         chunk_overlap: int = 32,
+        chunk_window: int | None = None,
     ) -> Any:
         """Sentence embeddings from any layer or combination of layers, sentence-transformers style.
 
@@ -184,6 +185,7 @@ class Model:
                 longer than max_seq_length are embedded as overlapping windows whose vectors are
                 combined, weighted by their token counts (max pooling takes the max over windows).
             chunk_overlap: Tokens each window repeats from the previous one (chunk mode).
+            chunk_window: Tokens per window, special tokens included [max_seq_length].
 
         Raises:
             InputError: the texts are not strings. OptionError: an invalid keyword value.
@@ -199,6 +201,7 @@ class Model:
                 layer_weights,
                 long_texts,
                 chunk_overlap,
+                chunk_window,
             )
             return tokens[0] if single else tokens
         how = choice(Combine, combine, "combine")
@@ -213,7 +216,7 @@ class Model:
         unit = self.manifest.defaults.normalize if normalize_embeddings is None else normalize_embeddings
         single = isinstance(sentences, str)
         texts = [sentences] if isinstance(sentences, str) else sentences
-        encodings = self._tokenize(texts, long_texts, chunk_overlap)
+        encodings = self._tokenize(texts, long_texts, chunk_overlap, chunk_window)
         windows = split(encodings) if choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK else None
         flat = windows.encodings if windows is not None else encodings
         width = self.hidden_size * (len(chosen) if how is Combine.CONCAT else 1)
@@ -247,12 +250,13 @@ class Model:
         layer_weights: Sequence[float] | None = None,
         long_texts: LongTexts | str = LongTexts.TRUNCATE,
         chunk_overlap: int = 32,
+        chunk_window: int | None = None,
     ) -> list[TokenEmbeddings]:
         """Token vectors per text, without padding, with the tokens and their character offsets.
 
         With long_texts="chunk", windows are stitched back so that every token appears once.
         """
-        encodings = self._tokenize(texts, long_texts, chunk_overlap)
+        encodings = self._tokenize(texts, long_texts, chunk_overlap, chunk_window)
         per_text = self._token_vectors(encodings, batch_size, layers, combine, layer_weights, long_texts, chunk_overlap)
         return [token_embeddings(text, info, vectors) for text, (info, vectors) in zip(texts, per_text)]
 
@@ -266,6 +270,7 @@ class Model:
         layer_weights: Sequence[float] | None = None,
         long_texts: LongTexts | str = LongTexts.TRUNCATE,
         chunk_overlap: int = 32,
+        chunk_window: int | None = None,
     ) -> list[WordEmbeddings]:
         """Word vectors per text: sub-word pieces merged back into words, special tokens left out.
 
@@ -286,7 +291,7 @@ class Model:
             encodings = self.tokenizer.encode_words(texts)  # type: ignore[arg-type]
             self._warn_truncated(encodings)
         else:
-            encodings = self._tokenize(texts, long_texts, chunk_overlap)  # type: ignore[arg-type]
+            encodings = self._tokenize(texts, long_texts, chunk_overlap, chunk_window)  # type: ignore[arg-type]
         per_text = self._token_vectors(encodings, batch_size, layers, combine, layer_weights, long_texts, chunk_overlap)
         results = []
         for text, (info, vectors) in zip(texts, per_text):
@@ -318,10 +323,14 @@ class Model:
         return [r for r in results if r is not None]
 
     def _tokenize(
-        self, texts: Sequence[str], long_texts: LongTexts | str = LongTexts.TRUNCATE, overlap: int = 32
+        self,
+        texts: Sequence[str],
+        long_texts: LongTexts | str = LongTexts.TRUNCATE,
+        overlap: int = 32,
+        window: int | None = None,
     ) -> list[Encoding]:
         if choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK:
-            return self.tokenizer.encode_windows(texts, overlap)
+            return self.tokenizer.encode_windows(texts, overlap, window)
         encodings = self.tokenizer.encode(texts)
         self._warn_truncated(encodings)
         return encodings

@@ -51,7 +51,7 @@ class TextEncoder:
         self.max_length = max_length
         self.pad_id = pad_id
         self._specials = len(tokenizer.encode("", add_special_tokens=True).ids)
-        self._windowed: dict[int, Tokenizer] = {}
+        self._windowed: dict[tuple[int, int], Tokenizer] = {}
         self._lock = threading.Lock()
 
     @property
@@ -77,20 +77,28 @@ class TextEncoder:
             types[row, :n] = encoding.type_ids
         return Batch(ids, mask, types)
 
-    def encode_windows(self, texts: Sequence[str], overlap: int) -> list[Encoding]:
-        """Tokenize texts into windows of max_length tokens; each window's extra windows are in
-        `encoding.overflowing`, repeating `overlap` tokens of the window before."""
+    def encode_windows(self, texts: Sequence[str], overlap: int, window: int | None = None) -> list[Encoding]:
+        """Tokenize texts into windows of `window` tokens (default max_length), special tokens included;
+        each text's further windows are in `encoding.overflowing`, repeating `overlap` tokens."""
         check_texts(texts)
-        content = self.max_length - self._specials
-        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < content // 2:
-            raise OptionError(f"chunk_overlap must be an integer from 0 to {content // 2 - 1}, got {overlap!r}")
+        size = self.max_length if window is None else window
+        if isinstance(size, bool) or not isinstance(size, int) or not self._specials + 2 <= size <= self.max_length:
+            raise OptionError(
+                f"chunk_window must be an integer from {self._specials + 2} to {self.max_length}, got {size!r}"
+            )
+        content = size - self._specials
+        limit = max(content // 2, 1) - 1
+        if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap <= limit:
+            raise OptionError(
+                f"chunk_overlap must be an integer from 0 to {limit} for windows of {size}, got {overlap!r}"
+            )
         with self._lock:
-            windowed = self._windowed.get(overlap)
+            windowed = self._windowed.get((size, overlap))
             if windowed is None:
                 windowed = Tokenizer.from_str(self._tokenizer.to_str())
                 windowed.no_padding()
-                windowed.enable_truncation(self.max_length, stride=overlap)
-                self._windowed[overlap] = windowed
+                windowed.enable_truncation(size, stride=overlap)
+                self._windowed[(size, overlap)] = windowed
         return list(windowed.encode_batch(list(texts), add_special_tokens=True))
 
     def encode_words(self, texts: Sequence[Sequence[str]]) -> list[Encoding]:

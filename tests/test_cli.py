@@ -228,3 +228,22 @@ def test_token_vectors_chunking_and_parquet(tiny_artifact: Path, tmp_path: Path)
     vectors = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     np.testing.assert_allclose(vectors, model.encode(["a cat", "a dog"]), atol=1e-6)
     assert b"bertx" in table.schema.metadata
+
+
+def test_hidden_states_file_and_similarity_matrix(tiny_artifact: Path, tmp_path: Path) -> None:
+    texts = ["the cat", "a dog runs in the park"]
+    result = run("embed", str(tiny_artifact), *texts, "--hidden-states", "-o", str(tmp_path / "h.npz"))
+    assert result.returncode == 0, result.stderr
+    data = np.load(tmp_path / "h.npz")
+    want = bertx.Model.from_pretrained(tiny_artifact).hidden_states(texts)
+    for i, states in enumerate(want):
+        assert data[str(i)].shape == states.shape == (3, len(states[0]), 32)
+        np.testing.assert_allclose(data[str(i)], states, atol=1e-6)
+    result = run("similarity", str(tiny_artifact), *texts, "--metric", "dot", "--variant", "int8")
+    assert result.returncode == 0, result.stderr
+    vectors = bertx.Model.from_pretrained(tiny_artifact, variant="int8").encode(texts)
+    assert f"{float(vectors[0] @ vectors[1]):.3f}" in result.stdout
+    result = run(
+        "embed", str(tiny_artifact), "x", "--long-texts", "chunk", "--chunk-window", "1", "-o", str(tmp_path / "x.npy")
+    )
+    assert result.returncode == 2 and "chunk_window must be" in result.stderr
