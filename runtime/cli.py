@@ -21,7 +21,7 @@ from rich.table import Table
 from . import __version__
 from .chunking import LongTexts
 from .display import int8_search_table, layer_table, parity_table, variants_table
-from .errors import BertxError, InputFileError
+from .errors import BertxError, InputFileError, MissingDependencyError
 from .layers import Combine
 from .manifest import Manifest, Precision
 from .outputs import WordMerge
@@ -364,6 +364,78 @@ def similarity(
     for i, row in enumerate(scores):
         table.add_row(f"[{i}]", *(f"{x:.3f}" for x in row))
     out.print(table)
+
+
+@app.command()
+@_user_errors
+def bench(
+    artifact: Annotated[Path | None, typer.Argument(help="Artifact folder to benchmark.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="Random-weight architecture instead: bert-base-uncased, bert-large-uncased, minilm-l6."),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the JSON, markdown and PNG.")] = Path(
+        "bench/results"
+    ),
+    name: Annotated[str | None, typer.Option(help="File stem of the results [artifact folder name].")] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    lengths: Annotated[str, typer.Option(help="Comma-separated fixed token lengths (empty: none).")] = "16,128,512",
+    texts: Annotated[int | None, typer.Option(min=1, help="Use only the first N corpus texts.")] = None,
+    fixed_count: Annotated[int, typer.Option(min=1, help="Texts per fixed-length workload.")] = 64,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats per measurement.")] = 3,
+    threads: Annotated[int, typer.Option(min=1, help="Threads for every engine.")] = 2,
+    engines: Annotated[str | None, typer.Option(help="Comma-separated engines [all].")] = None,
+    process_checks: Annotated[
+        bool, typer.Option("--process-checks/--no-process-checks", help="Measure cold start and peak RSS.")
+    ] = True,
+) -> None:
+    """Side-by-side speed, memory and accuracy against PyTorch and the tools users would pick instead."""
+    import shlex
+    import sys
+
+    try:
+        from .bench.harness import Settings, run
+        from .bench.report import engines_table, headline_table, write
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"bertx bench needs the export extra ({exc.name}): pip install torch==2.13.0 && pip install 'bertx[export]'"
+        ) from None
+    if (artifact is None) == (preset is None):
+        raise InputFileError("give an ARTIFACT folder or --preset NAME (one of them)")
+    if preset is not None:
+        from .bench.presets import preset_artifact
+
+        artifact = preset_artifact(preset, Path("models"))
+    assert artifact is not None
+    settings = Settings(
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+        fixed_lengths=_ints(lengths, "--lengths") if lengths.strip() else (),
+        fixed_count=fixed_count,
+        corpus_limit=texts,
+        repeats=repeats,
+        threads=threads,
+        engines=tuple(e.strip() for e in engines.split(",")) if engines else None,
+        process_checks=process_checks,
+    )
+    with err.status("benchmarking …") as status:
+        results = run(artifact, settings, progress=lambda message: status.update(message))
+    out.print(headline_table(results))
+    for workload in dict.fromkeys(r.workload for r in results.rows if r.workload != "corpus"):
+        out.print(headline_table(results, workload))
+    out.print(engines_table(results))
+    command = "bertx bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    for path in write(results, out_dir, name or artifact.name, command):
+        err.print(f"wrote {path}")
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputFileError(f"{option} expects comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise InputFileError(f"{option} expects positive integers, got {text!r}")
+    return values
 
 
 @app.command()

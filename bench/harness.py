@@ -1,0 +1,202 @@
+"""The measurements behind `bertx bench`: throughput, latency, cold start, peak RSS and accuracy.
+
+Every engine runs the same workloads in the same process and run, so ratios to PyTorch fp32 (and to
+sentence-transformers) compare like with like. Timings are repeated; the median is reported with
+the spread (min-max).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertx.manifest import Manifest
+from bertx.pooling import cosine_rows
+from bertx.tokenization import TextEncoder
+
+from .engines import PYTORCH, ST_TORCH, Engine, Skipped, engine_names, load_engine
+from .process import cold_start, peak_rss
+
+FIXED_LENGTHS = (16, 128, 512)
+
+
+def corpus_texts() -> list[str]:
+    """The built-in real-text corpus: over 1,000 texts of mixed lengths and languages."""
+    data = resources.files("bertx.bench").joinpath("data/corpus.txt").read_text(encoding="utf-8")
+    return [line for line in data.splitlines() if line.strip()]
+
+
+def fixed_length_texts(encoder: TextEncoder, tokens: int, count: int) -> list[str]:
+    """`count` distinct real texts cut or repeated to exactly `tokens` tokens (special tokens included)."""
+    pool_texts = corpus_texts()
+    out = []
+    for i in range(count):
+        words: list[str] = []
+        j = i
+        while len(encoder.encode([" ".join(words)])[0].ids) < tokens + 8 and j < i + len(pool_texts):
+            words += pool_texts[j % len(pool_texts)].split()
+            j += 1
+        while words and len(encoder.encode([" ".join(words)])[0].ids) > tokens:
+            words.pop()
+        out.append(" ".join(words))
+    return out
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What to run: workloads, batch sizes, repeats, thread budget, and how many corpus texts."""
+
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    fixed_lengths: tuple[int, ...] = FIXED_LENGTHS
+    fixed_count: int = 64
+    corpus_limit: int | None = None
+    latency_texts: int = 200
+    repeats: int = 3
+    threads: int = 2
+    engines: tuple[str, ...] | None = None
+    process_checks: bool = True
+
+
+@dataclass
+class Row:
+    """One engine on one workload at one batch size."""
+
+    engine: str
+    workload: str
+    batch_size: int
+    texts: int
+    tokens: int
+    seconds: list[float]
+    texts_per_s: float = 0.0
+    tokens_per_s: float = 0.0
+    spread: tuple[float, float] = (0.0, 0.0)
+    ratio_to_pytorch: float | None = None
+    ratio_to_st: float | None = None
+
+
+@dataclass
+class EngineFacts:
+    """Per-engine figures that do not depend on the workload."""
+
+    engine: str
+    size_bytes: int
+    cosine_min: float | None = None
+    cosine_mean: float | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    cold_start_s: float | None = None
+    peak_rss_mb: float | None = None
+
+
+@dataclass
+class Results:
+    """Everything one `bertx bench` run measured."""
+
+    artifact: str
+    random_weights: bool
+    settings: Settings
+    rows: list[Row]
+    engines: list[EngineFacts]
+    skipped: list[Skipped]
+
+
+def run(artifact: Path, settings: Settings, progress: Callable[[str], None] = lambda message: None) -> Results:
+    """Benchmark every engine on the artifact (see module doc)."""
+    manifest = Manifest.load(artifact)
+    encoder = TextEncoder(
+        artifact / manifest.tokenizer.file, manifest.defaults.max_seq_length, manifest.tokenizer.pad_token_id
+    )
+    corpus = corpus_texts()[: settings.corpus_limit]
+    workloads = {"corpus": corpus}
+    for length in settings.fixed_lengths:
+        if length <= manifest.defaults.max_seq_length:
+            workloads[f"fixed-{length}"] = fixed_length_texts(encoder, length, settings.fixed_count)
+    token_counts = {name: sum(len(e.ids) for e in encoder.encode(texts)) for name, texts in workloads.items()}
+    names = list(settings.engines or engine_names(manifest))
+    if PYTORCH not in names:
+        names.insert(0, PYTORCH)
+    rows: list[Row] = []
+    facts: list[EngineFacts] = []
+    skipped: list[Skipped] = []
+    reference: np.ndarray | None = None
+    for name in names:
+        progress(f"loading {name}")
+        engine = load_engine(name, artifact, settings.threads)
+        if isinstance(engine, Skipped):
+            skipped.append(engine)
+            continue
+        engine.encode(corpus[:8], 8)  # warm-up: first-call allocations and lazy initialisation
+        vectors = engine.encode(corpus, 32)
+        fact = EngineFacts(name, engine.size_bytes)
+        if name == PYTORCH:
+            reference = vectors
+        if reference is not None:
+            cosines = cosine_rows(vectors, reference)
+            fact.cosine_min, fact.cosine_mean = float(cosines.min()), float(cosines.mean())
+        fact.latency_ms = _latency(engine, corpus[: settings.latency_texts])
+        for workload, texts in workloads.items():
+            for batch in settings.batch_sizes:
+                if batch == 1 and workload == "corpus":
+                    texts_here = texts[: settings.latency_texts]
+                else:
+                    texts_here = texts
+                progress(f"{name}: {workload} at batch {batch}")
+                seconds = [_timed(engine, texts_here, batch) for _ in range(settings.repeats)]
+                tokens = token_counts[workload] * len(texts_here) // max(len(texts), 1)
+                rows.append(Row(name, workload, batch, len(texts_here), tokens, seconds))
+        if settings.process_checks:
+            progress(f"{name}: cold start and peak RSS")
+            fact.cold_start_s = cold_start(name, artifact, settings.threads)
+            fact.peak_rss_mb = peak_rss(name, artifact, settings.threads, corpus)
+        facts.append(fact)
+        del engine
+    _derive(rows)
+    return Results(str(artifact), _random_weights(manifest), settings, rows, facts, skipped)
+
+
+def _timed(engine: Engine, texts: Sequence[str], batch: int) -> float:
+    start = time.perf_counter()
+    engine.encode(texts, batch)
+    return time.perf_counter() - start
+
+
+def _latency(engine: Engine, texts: Sequence[str]) -> dict[str, float]:
+    times = []
+    for text in texts:
+        start = time.perf_counter()
+        engine.encode([text], 1)
+        times.append((time.perf_counter() - start) * 1000)
+    p50, p95, p99 = np.percentile(times, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
+def _derive(rows: list[Row]) -> None:
+    """Fill throughput, spread and ratios from the measured seconds."""
+    for row in rows:
+        median = statistics.median(row.seconds)
+        row.texts_per_s = row.texts / median
+        row.tokens_per_s = row.tokens / median
+        row.spread = (row.texts / max(row.seconds), row.texts / min(row.seconds))
+    by_key = {(r.engine, r.workload, r.batch_size): r for r in rows}
+    for row in rows:
+        for peer, attribute in ((PYTORCH, "ratio_to_pytorch"), (ST_TORCH, "ratio_to_st")):
+            base = by_key.get((peer, row.workload, row.batch_size))
+            if base is not None:
+                setattr(row, attribute, row.texts_per_s / base.texts_per_s)
+
+
+def _random_weights(manifest: Manifest) -> bool:
+    return bool(manifest.export.get("random_weights")) or "random" in manifest.source.id
+
+
+def as_dict(results: Results) -> dict[str, Any]:
+    """JSON-ready form of the results."""
+    from dataclasses import asdict
+
+    return asdict(results)

@@ -1,0 +1,44 @@
+"""Architecture presets with random weights, for speed work where the real weights are not at hand.
+
+The tokenizer is the packaged all-MiniLM-L6-v2's, which is bert-base-uncased's vocabulary. Results on
+these models say "random weights": accuracy is only measured against the same random model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PRESETS: dict[str, dict[str, int]] = {
+    "bert-base-uncased": {},
+    "bert-large-uncased": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+    },
+    "minilm-l6": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536},
+}
+
+
+def preset_artifact(name: str, models_dir: Path, int8: bool = True, fp16: bool = True) -> Path:
+    """Build (once) a random-weight model of the preset's shape and export it; return the artifact."""
+    from bertx.errors import OptionError
+    from bertx.exporter import ExportOptions, export_model
+    from bertx.exporter.resolve import resolve_model
+
+    if name not in PRESETS:
+        raise OptionError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+    source = models_dir / "sources" / f"{name}-random-weights"
+    artifact = models_dir / f"{name}-random-weights"
+    if (artifact / "bertx.json").is_file():
+        return artifact
+    if not (source / "config.json").is_file():
+        import torch
+        from transformers import AutoTokenizer, BertConfig, BertModel
+
+        torch.manual_seed(0)
+        BertModel(BertConfig(**PRESETS[name])).eval().save_pretrained(source)
+        tokenizer_source = resolve_model("sentence-transformers/all-MiniLM-L6-v2", allow_download=False).path
+        AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(source)
+    export_model(ExportOptions(model=str(source), output=artifact, int8=int8, fp16=fp16))
+    return artifact

@@ -1,0 +1,45 @@
+"""A process that only loads one engine and embeds: `python -m bertx.bench.worker ENGINE ARTIFACT THREADS MODE`.
+
+MODE is `first` (embed one text, for cold start) or `rss FILE` (embed the file's lines at batch 32 and
+print the peak resident memory). Only what the engine itself needs is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> None:
+    engine_name, artifact, threads, mode = argv[:4]
+    from .engines import Skipped, load_engine
+
+    engine = load_engine(engine_name, Path(artifact), int(threads))
+    if isinstance(engine, Skipped):
+        raise SystemExit(f"{engine.name} skipped: {engine.reason}")
+    if mode == "first":
+        engine.encode(["Hello, world!"], 1)
+        return
+    texts = Path(argv[4]).read_text(encoding="utf-8").splitlines()
+    engine.encode(texts, 32)
+    print(json.dumps({"peak_rss_mb": _peak_kb() / 1024}))
+
+
+def _peak_kb() -> float:
+    """Peak resident set of this process in kB.
+
+    /proc's VmHWM belongs to this program's address space; ru_maxrss would also count the parent's
+    pages that the fork before exec touched, which made every engine look as big as the harness.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1])
+    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

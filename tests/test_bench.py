@@ -1,0 +1,79 @@
+"""The benchmark harness on a tiny model: fields, ratios derived from the measured times, skipped
+peers reported, outputs written. No timing thresholds: machines are noisy."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from bertx.bench import harness, report
+from bertx.bench.engines import PYTORCH, ST_TORCH
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def results(tiny_artifact: Path) -> harness.Results:
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if it were not installed
+    settings = harness.Settings(
+        batch_sizes=(1, 4),
+        fixed_lengths=(16, 512),
+        fixed_count=4,
+        corpus_limit=12,
+        latency_texts=5,
+        repeats=2,
+        engines=(PYTORCH, ST_TORCH, "bertx-fp32", "bertx-int8"),
+    )
+    try:
+        return harness.run(tiny_artifact, settings)
+    finally:
+        monkeypatch.undo()
+
+
+def test_rows_ratios_and_accuracy(results: harness.Results) -> None:
+    engines = {f.engine for f in results.engines}
+    assert engines == {PYTORCH, "bertx-fp32", "bertx-int8"}
+    assert [s.name for s in results.skipped] == [ST_TORCH] and "not installed" in results.skipped[0].reason
+    workloads = {r.workload for r in results.rows}
+    assert workloads == {"corpus", "fixed-16"}  # 512 is over the tiny model's 128 tokens
+    by_key = {(r.engine, r.workload, r.batch_size): r for r in results.rows}
+    for row in results.rows:
+        assert len(row.seconds) == 2 and row.texts > 0 and row.tokens >= row.texts
+        assert row.texts_per_s == pytest.approx(row.texts / statistics.median(row.seconds))
+        assert row.spread[0] <= row.texts_per_s <= row.spread[1]
+        base = by_key[(PYTORCH, row.workload, row.batch_size)]
+        assert row.ratio_to_pytorch == pytest.approx(row.texts_per_s / base.texts_per_s)
+        assert row.ratio_to_st is None
+    assert by_key[("bertx-fp32", "corpus", 1)].texts == 5 and by_key[("bertx-fp32", "corpus", 4)].texts == 12
+    facts = {f.engine: f for f in results.engines}
+    assert facts[PYTORCH].cosine_min == pytest.approx(1.0, abs=1e-6)
+    assert facts["bertx-fp32"].cosine_min is not None and facts["bertx-fp32"].cosine_min > 0.99999
+    assert set(facts["bertx-int8"].latency_ms) == {"p50", "p95", "p99"}
+    for fact in facts.values():
+        assert fact.cold_start_s is not None and fact.cold_start_s > 0
+        assert fact.peak_rss_mb is not None and fact.peak_rss_mb > 10
+    assert facts["bertx-int8"].peak_rss_mb < facts[PYTORCH].peak_rss_mb  # type: ignore[operator]
+    assert results.random_weights is False
+
+
+def test_outputs_written(results: harness.Results, tmp_path: Path) -> None:
+    paths = report.write(results, tmp_path, "tiny", "bertx bench tiny")
+    names = sorted(p.name for p in paths)
+    assert names[:2] == ["tiny.json", "tiny.md"]
+    data = json.loads((tmp_path / "tiny.json").read_text())
+    assert data["machine"]["cores"] and data["versions"]["onnxruntime"] and data["settings"]["threads"] == 2
+    assert {r["engine"] for r in data["rows"]} == {PYTORCH, "bertx-fp32", "bertx-int8"}
+    markdown = (tmp_path / "tiny.md").read_text()
+    assert "skipped: not installed" in markdown and "× PyTorch fp32" in markdown
+
+
+def test_corpus_is_real_and_large_enough() -> None:
+    texts = harness.corpus_texts()
+    assert len(texts) >= 1000 and len(set(texts)) == len(texts)
+    lengths = sorted(len(t.split()) for t in texts)
+    assert lengths[len(lengths) // 10] <= 12 and lengths[-len(lengths) // 20] >= 150
