@@ -1,15 +1,16 @@
-"""Dynamic INT8 through Optimum's ORTQuantizer, per-channel, with the sensitive MatMuls kept in fp32.
+"""Dynamic INT8 through Optimum's ORTQuantizer, per-channel, with the sensitive nodes kept in fp32.
 
 Dynamic INT8 quantizes each activation tensor with one scale. BERT activations carry a few outlier
-dimensions, so on some layers most values land in a handful of the 256 levels; on CPUs without VNNI
-u8s8 kernels also saturate. Quantizing every MatMul of the packaged all-MiniLM-L6-v2 that way gives a
-min cosine of ~0.95 against fp32 on varied real text. A few layers cause most of that loss, so bertx:
+dimensions, so on some layers most values land in a handful of the 256 levels. Quantizing every
+MatMul of the packaged all-MiniLM-L6-v2 that way gives a min cosine of ~0.95 against fp32 on varied
+real text. A few nodes cause most of that loss, and not the ones with the largest error at their own
+output: what matters is how much the error grows on its way to the last layer. So bertx:
 
-1. ranks the quantizable nodes by the relative error INT8 would cause on their own output, simulated
-   in numpy on activations captured from the fp32 graph on built-in calibration text;
-2. quantizes everything first, then with the k worst kept in fp32 for growing k, and keeps the first
-   result whose pooled embeddings on the calibration text meet the goal (min cosine against the fp32
-   graph; the int8 gate threshold plus a margin).
+1. quantizes everything and stops there if the calibration text meets the goal;
+2. otherwise measures each node's end-to-end sensitivity: the graph with only that node quantized,
+   scored by min cosine of the pooled embeddings against the fp32 graph on the calibration text;
+3. keeps the k most sensitive nodes in fp32, for growing k, and takes the first result that meets
+   the goal (the int8 gate threshold plus a margin).
 
 The calibration text is not the parity text: the parity gate afterwards measures on unseen sentences.
 """
@@ -17,7 +18,7 @@ The calibration text is not the parity text: the parity gate afterwards measures
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -84,17 +85,18 @@ def quantize_int8(
     quantizable = len(_quantizable(typed))
     ranking: list[tuple[str, float]] = []
     tried: list[dict[str, Any]] = []
+    nodes = [node.name for node in _quantizable(typed)]
+
+    def score(path: Path) -> np.ndarray:
+        pooled = _pooled(path, batches, input_names, last_output, defaults)
+        return np.concatenate([cosine_rows(got, ref) for got, ref in zip(pooled, reference)])
+
     for keep in _schedule(quantizable):
         if keep and not ranking:  # rank only when quantizing everything was not good enough
-            ranking = rank_nodes(typed, batches, input_names, work_dir)
+            ranking = _sensitivity(nodes, in_dir, work_dir, cpu, score)
         excluded = [name for name, _ in ranking[:keep]]
-        candidate, config = _quantize(in_dir, work_dir / f"int8-keep{keep}", cpu, excluded)
-        cosines = np.concatenate(
-            [
-                cosine_rows(got, ref)
-                for got, ref in zip(_pooled(candidate, batches, input_names, last_output, defaults), reference)
-            ]
-        )
+        candidate, config = _quantize(in_dir, work_dir / f"int8-keep{keep}", cpu, excluded=excluded)
+        cosines = score(candidate)
         tried.append({"fp32_nodes": keep, "cosine_min": float(cosines.min()), "cosine_mean": float(cosines.mean())})
         if float(cosines.min()) >= goal:
             break
@@ -118,7 +120,7 @@ def quantize_int8(
         "calibration_goal": goal,
         "calibration_texts": sum(b.input_ids.shape[0] for b in batches),
         "search": tried,
-        "simulated_error": {name: round(err, 6) for name, err in ranking},
+        "sensitivity": {name: round(loss, 6) for name, loss in ranking},
     }
     return candidate, settings
 
@@ -133,64 +135,24 @@ def _quantizable(model: Any) -> list[Any]:
     ]
 
 
-def rank_nodes(
-    model: Any, batches: Sequence[Batch], input_names: Sequence[str], work_dir: Path
+def _sensitivity(
+    nodes: Sequence[str], in_dir: Path, work_dir: Path, cpu: CpuInfo, score: Callable[[Path], np.ndarray]
 ) -> list[tuple[str, float]]:
-    """Quantizable nodes with the relative output error INT8 would cause there, worst first."""
-    import onnx
-
-    weights = {init.name: init for init in model.graph.initializer}
-    nodes = _quantizable(model)
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    activations = sorted({node.input[0] for node in nodes})
-    known = {o.name for o in probe.graph.output}
-    for name in activations:
-        if name not in known:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    probe_path = work_dir / "int8-probe.onnx"
-    onnx.save(probe, str(probe_path))
-    session = create_session(probe_path)
-    matrices = {node.name: onnx.numpy_helper.to_array(weights[node.input[1]]).astype(np.float32) for node in nodes}
-    quantized = {name: _fake_quant_weights(w) for name, w in matrices.items()}
-    error = dict.fromkeys(matrices, 0.0)
-    energy = dict.fromkeys(matrices, 0.0)
-    for batch in batches:
-        values = dict(zip(activations, session.run(activations, batch.feeds(input_names))))
-        real = batch.mask.astype(bool)
-        for node in nodes:
-            x = values[node.input[0]]
-            exact = x[real] @ matrices[node.name]
-            approx = _fake_quant_activations(x)[real] @ quantized[node.name]
-            error[node.name] += float(np.square(exact - approx).sum())
-            energy[node.name] += float(np.square(exact).sum())
-    probe_path.unlink()
-    relative = {name: float(np.sqrt(error[name] / max(energy[name], 1e-30))) for name in matrices}
-    return sorted(relative.items(), key=lambda item: -item[1])
-
-
-def _fake_quant_activations(x: np.ndarray) -> np.ndarray:
-    """DynamicQuantizeLinear: uint8, one asymmetric scale per tensor (zero always representable)."""
-    low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    scale = (high - low) / 255.0 or 1.0
-    zero = np.clip(np.round(-low / scale), 0, 255)
-    q = np.clip(np.round(x / scale) + zero, 0, 255)
-    return np.asarray((q - zero) * scale, dtype=np.float32)
-
-
-def _fake_quant_weights(w: np.ndarray) -> np.ndarray:
-    """Symmetric int8 with one scale per output column, as the per-channel presets do."""
-    scale = np.abs(w).max(axis=0, keepdims=True) / 127.0
-    scale[scale == 0] = 1.0
-    return np.asarray(np.clip(np.round(w / scale), -127, 127) * scale, dtype=np.float32)
+    """Each node's end-to-end loss (1 - min cosine) with only it quantized, most harmful first."""
+    losses = {}
+    for i, name in enumerate(nodes):
+        path, _ = _quantize(in_dir, work_dir / f"int8-only{i}", cpu, only=[name])
+        losses[name] = 1.0 - float(score(path).min())
+        shutil.rmtree(path.parent, ignore_errors=True)
+    return sorted(losses.items(), key=lambda item: -item[1])
 
 
 def _schedule(n: int) -> list[int]:
-    """How many of the worst nodes to keep in fp32 at each try: 0, 1, 2, 3, 4, 6, 8, 12, … up to n."""
+    """How many of the most sensitive nodes to keep in fp32 at each try: 0 … 10 one by one, then ×1.5."""
     steps, k = [], 0
     while k < n:
         steps.append(k)
-        k = k + 1 if k < 4 else int(k * 1.5)
+        k = k + 1 if k < 10 else int(k * 1.5)
     return steps
 
 
@@ -209,12 +171,14 @@ def _pooled(
     ]
 
 
-def _quantize(in_dir: Path, out_dir: Path, cpu: CpuInfo, excluded: list[str]) -> tuple[Path, Any]:
+def _quantize(
+    in_dir: Path, out_dir: Path, cpu: CpuInfo, excluded: Sequence[str] = (), only: Sequence[str] = ()
+) -> tuple[Path, Any]:
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
     preset = getattr(AutoQuantizationConfig, cpu.int8_preset)
-    config = preset(is_static=False, per_channel=True, nodes_to_exclude=excluded)
+    config = preset(is_static=False, per_channel=True, nodes_to_exclude=list(excluded), nodes_to_quantize=list(only))
     try:
         with quiet():
             quantizer = ORTQuantizer.from_pretrained(in_dir, file_name="model.onnx")
