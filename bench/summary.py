@@ -23,8 +23,9 @@ def summary(results: list[dict[str, Any]]) -> str:
         machine = data["machine"]
         name = Path(data["artifact"]).name
         weights = " (random weights: speed only)" if data["random_weights"] else ""
+        texts = next((r["texts"] for r in data["rows"] if r["workload"] == "corpus" and r["batch_size"] == batch), 0)
         lines += [
-            f"**{name}**{weights} — real-text corpus ({data['rows'][0]['texts'] if data['rows'] else 0}+ texts), "
+            f"**{name}**{weights} — real-text corpus ({texts:,} texts), "
             f"batch {batch}, {settings['threads']} threads, {machine['cpu']} ({machine['cores']} cores, "
             f"AVX2 {machine['avx2']}, VNNI {machine['vnni']}). Command: `{data['command']}`",
             "",
