@@ -7,7 +7,13 @@ import importlib.util
 
 from bertx.errors import MissingDependencyError
 
-_REQUIRED = {"torch": "torch", "transformers": "transformers", "optimum.onnxruntime": "optimum-onnx", "onnx": "onnx"}
+_REQUIRED = {
+    "torch": "torch",
+    "transformers": "transformers",
+    "optimum.onnxruntime": "optimum-onnx",
+    "onnx": "onnx",
+    "onnx_ir": "onnx-ir",
+}
 
 
 def _check_dependencies() -> None:
@@ -28,8 +34,9 @@ def _check_dependencies() -> None:
 
 _check_dependencies()
 
+from .int8 import Int8Options  # noqa: E402
 from .parity import parse_thresholds  # noqa: E402
 from .pipeline import ExportOptions, ExportResult, export_model  # noqa: E402
 from .variants import OptimizeLevel  # noqa: E402
 
-__all__ = ["ExportOptions", "ExportResult", "OptimizeLevel", "export_model", "parse_thresholds"]
+__all__ = ["ExportOptions", "ExportResult", "Int8Options", "OptimizeLevel", "export_model", "parse_thresholds"]

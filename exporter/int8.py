@@ -1,24 +1,27 @@
-"""Dynamic INT8 through Optimum's ORTQuantizer, per-channel, with the sensitive nodes kept in fp32.
+"""INT8 for the CPU it runs on, chosen by measurement: `bertx export MODEL --int8 [auto|RECIPE]`.
 
-Dynamic INT8 quantizes each activation tensor with one scale. BERT activations carry a few outlier
-dimensions, so on some layers most values land in a handful of the 256 levels. Quantizing every
-MatMul of the packaged all-MiniLM-L6-v2 that way gives a min cosine of ~0.95 against fp32 on varied
-real text. A few nodes cause most of that loss, and not the ones with the largest error at their own
-output: what matters is how much the error grows on its way to the last layer. So bertx:
+ONNX Runtime's fastest INT8 (dynamic, one scale per activation tensor) loses accuracy on BERT: a few
+outlier channels and tokens set the scale for the whole batch. Which fix is cheapest depends on the
+model and on the CPU's kernels, so `auto` measures instead of guessing:
 
-1. quantizes everything and stops there if the calibration text meets the goal;
-2. otherwise measures each node's end-to-end sensitivity: the graph with only that node quantized,
-   scored by min cosine of the pooled embeddings against the fp32 graph on the calibration text;
-3. keeps the k most sensitive nodes in fp32, for growing k, and takes the first result that meets
-   the goal (the int8 gate threshold plus a margin).
+1. every fixed recipe that suits the CPU (`int8_recipes.recipes_for`) is built and measured;
+2. the `mixed` ladder: each node's end-to-end sensitivity is measured on the calibration text (the
+   smoothed graph with only that node quantized), then the k most sensitive nodes are made accurate
+   (blockwise INT8, or fp32 for a fused Attention) for growing k until the target is met;
+3. every candidate's accuracy is its min and mean cosine against PyTorch fp32 on held-out real text
+   (the parity sentences, never the calibration text), and its speed is texts/s on the same machine
+   in the same run; the fastest candidate that meets the target is kept.
 
-The calibration text is not the parity text: the parity gate afterwards measures on unseen sentences.
+The whole table, the CPU it was measured on and the sensitivities go into the manifest.
 """
 
 from __future__ import annotations
 
-import shutil
+import hashlib
+import statistics
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,163 +29,325 @@ from typing import Any
 import numpy as np
 
 from bertx.cpu import CpuInfo
-from bertx.errors import ExportError
+from bertx.errors import ExportError, InputFileError
 from bertx.manifest import Defaults
 from bertx.pooling import cosine_rows, pool
 from bertx.session import create_session
 from bertx.tokenization import Batch, TextEncoder
 
+from .int8_recipes import SMOOTH_ALPHA, NodeMethod, Recipe, build, mixed_recipe, named_recipe, node_methods, recipes_for
 from .onnx_export import quiet
+from .smoothing import quantizable_nodes, smooth
 
-CALIBRATION_MARGIN = 0.005
+DEFAULT_TARGET = 0.995
 _BATCH = 16
-_QUANTIZABLE = ("MatMul", "Attention")
+_SPEED_BATCH = 32
+_SPEED_REPEATS = 3
 
 
-def calibration_texts() -> list[str]:
-    """Built-in real text used to choose what to quantize (never the parity text)."""
-    data = resources.files("bertx.exporter").joinpath("data/calibration_sentences.txt").read_text(encoding="utf-8")
-    return [line for line in data.splitlines() if line.strip()]
+def calibration_texts(path: Path | None = None) -> list[str]:
+    """Calibration text: the built-in real sentences (never the parity text), or one text per line of `path`.
+
+    Raises:
+        InputFileError: the file is missing, unreadable or has fewer than 8 non-empty lines.
+    """
+    if path is None:
+        data = resources.files("bertx.exporter").joinpath("data/calibration_sentences.txt").read_text(encoding="utf-8")
+        return [line for line in data.splitlines() if line.strip()]
+    try:
+        data = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"cannot read --calibration-file {path}: {exc}") from exc
+    texts = [line for line in data.splitlines() if line.strip()]
+    if len(texts) < 8:
+        raise InputFileError(f"--calibration-file {path} has {len(texts)} non-empty lines; give at least 8 texts")
+    return texts
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """What `bertx export --int8` was asked for."""
+
+    recipe: str = "auto"
+    target_cosine: float = DEFAULT_TARGET
+    allow_below_target: bool = False
+    calibration_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One measured INT8 graph: held-out accuracy against PyTorch and speed on this machine."""
+
+    recipe: str
+    description: str
+    cosine_min: float
+    cosine_mean: float
+    texts_per_s: float
+    speedup: float
+    meets_target: bool
+    fp32_nodes: int
+    blockwise_nodes: int
+    int8_nodes: int
+
+
+@dataclass(frozen=True)
+class Int8Context:
+    """The inputs every candidate shares: graph, texts, references and how to run them."""
+
+    fused: Path
+    work_dir: Path
+    input_names: tuple[str, ...]
+    last_output: str
+    defaults: Defaults
+    calibration: tuple[Batch, ...]
+    held_out: tuple[Batch, ...]
+    reference: np.ndarray  # PyTorch fp32 pooled vectors of the held-out batches, in batch order
+    speed: tuple[Batch, ...]
 
 
 def quantize_int8(
-    fused: Path,
+    context: Int8Context,
     cpu: CpuInfo,
+    options: Int8Options,
+    progress: Callable[[str], None] = lambda message: None,
+) -> tuple[Path, dict[str, Any]]:
+    """Build INT8 candidates, measure them and return the chosen file and the manifest settings.
+
+    Raises:
+        ExportError: a recipe failed to build, or no candidate met the target (without
+            `allow_below_target`); the message holds the measured table.
+    """
+    import onnx
+
+    started = time.perf_counter()
+    typed = _typed(context.fused, context.work_dir)
+    fp32_speed = _throughput(context.fused, context)
+    base = onnx.load(str(typed))
+    smoothed_path = context.work_dir / "int8-smoothed.onnx"
+    smoothed_count = 0
+    candidates: list[tuple[Candidate, Path, dict[str, str]]] = []
+    ranking: list[tuple[str, float]] = []
+
+    def smoothed_graph() -> Path:
+        nonlocal smoothed_count
+        if not smoothed_path.exists():
+            model, smoothed_count = smooth(base, context.calibration, context.input_names, SMOOTH_ALPHA)
+            onnx.save(model, str(smoothed_path))
+        return smoothed_path
+
+    def measure(recipe: Recipe, order: Sequence[str] = ()) -> Candidate:
+        source = smoothed_graph() if recipe.smooth_alpha is not None else typed
+        methods = node_methods(base, recipe, order)
+        out = context.work_dir / f"int8-{recipe.name}.onnx"
+        build(recipe, source, methods, out, context.calibration, context.input_names)
+        cosines = _held_out_cosines(out, context)
+        speed = _throughput(out, context)
+        counts = {method: sum(1 for m in methods.values() if m is method) for method in NodeMethod}
+        candidate = Candidate(
+            recipe=recipe.name,
+            description=recipe.describe(),
+            cosine_min=round(float(cosines.min()), 6),
+            cosine_mean=round(float(cosines.mean()), 6),
+            texts_per_s=round(speed, 1),
+            speedup=round(speed / fp32_speed, 3),
+            meets_target=float(cosines.min()) >= options.target_cosine,
+            fp32_nodes=counts[NodeMethod.FP32],
+            blockwise_nodes=counts[NodeMethod.BLOCKWISE],
+            int8_nodes=counts[NodeMethod.DYNAMIC] + counts[NodeMethod.STATIC],
+        )
+        candidates.append((candidate, out, {name: m.value for name, m in methods.items()}))
+        progress(
+            f"int8: {recipe.name:<20} min cos {candidate.cosine_min:.4f}  mean {candidate.cosine_mean:.4f}  "
+            f"{candidate.texts_per_s:7.1f} texts/s ({candidate.speedup:.2f}× fp32)"
+        )
+        return candidate
+
+    if options.recipe == "auto":
+        for recipe in recipes_for(cpu):
+            measure(recipe)
+        ranking = _sensitivity(base, smoothed_graph(), context, cpu, progress)
+        order = [name for name, _ in ranking]
+        for k in _ladder(len(order)):
+            if measure(mixed_recipe(cpu, k), order).meets_target:
+                break
+    else:
+        recipe = named_recipe(options.recipe, cpu)
+        if recipe.mode == "mixed":
+            ranking = _sensitivity(base, smoothed_graph(), context, cpu, progress)
+        measure(recipe, [name for name, _ in ranking])
+
+    chosen, path, methods = _choose(candidates, options)
+    for _, other, _ in candidates:
+        if other != path:
+            other.unlink(missing_ok=True)
+    settings = {
+        "tool": "onnxruntime.quantization",
+        "mode": "auto" if options.recipe == "auto" else "fixed",
+        "recipe": chosen.recipe,
+        "description": chosen.description,
+        "preset": cpu.int8_preset,
+        "chosen_for_cpu": cpu.model,
+        "cpu_features": {"machine": cpu.machine, "avx2": cpu.avx2, "avx512": cpu.avx512, "vnni": cpu.vnni},
+        "target_cosine": options.target_cosine,
+        "meets_target": chosen.meets_target,
+        "held_out": {"texts": int(sum(b.input_ids.shape[0] for b in context.held_out)), "reference": "PyTorch fp32"},
+        "calibration": _calibration_facts(options.calibration_file, context.calibration),
+        "smoothed_inputs": smoothed_count if "smooth" in chosen.description else 0,
+        "fp32_texts_per_s": round(fp32_speed, 1),
+        "candidates": [asdict(c) for c, _, _ in candidates],
+        "nodes": methods,
+        "sensitivity": {name: round(loss, 6) for name, loss in ranking},
+        "search_seconds": round(time.perf_counter() - started, 1),
+    }
+    return path, settings
+
+
+def _choose(
+    candidates: Sequence[tuple[Candidate, Path, dict[str, str]]], options: Int8Options
+) -> tuple[Candidate, Path, dict[str, str]]:
+    passing = [entry for entry in candidates if entry[0].meets_target]
+    if passing:
+        return max(passing, key=lambda entry: entry[0].texts_per_s)
+    best = max(candidates, key=lambda entry: (entry[0].cosine_min, entry[0].cosine_mean))
+    if options.allow_below_target:
+        return best
+    table = "; ".join(f"{c.recipe}: min {c.cosine_min:.4f} mean {c.cosine_mean:.4f}" for c, _, _ in candidates)
+    raise ExportError(
+        f"no INT8 candidate reached min cosine {options.target_cosine} against PyTorch on held-out text "
+        f"(best: {best[0].recipe} at {best[0].cosine_min:.4f}; {table}). Lower --int8-target-cosine, "
+        "pass --allow-below-target to keep the most accurate one, or export without --int8"
+    )
+
+
+def _ladder(nodes: int) -> list[int]:
+    """How many of the most sensitive nodes to make accurate at each step: 1 … 8 one by one, then ×1.25."""
+    steps, k = [], 1
+    while k <= nodes:
+        steps.append(k)
+        k = k + 1 if k < 8 else int(k * 1.25)
+    if steps and steps[-1] != nodes:
+        steps.append(nodes)
+    return steps
+
+
+def _sensitivity(
+    base: Any, smoothed: Path, context: Int8Context, cpu: CpuInfo, progress: Callable[[str], None]
+) -> list[tuple[str, float]]:
+    """Each node's end-to-end loss (1 - min cosine on the calibration text, against the smoothed fp32
+    graph) with only that node dynamically quantized; most harmful first."""
+    reference = _pooled(smoothed, context.calibration, context)
+    recipe = mixed_recipe(cpu, 0)
+    names = [node.name for node in quantizable_nodes(base)]
+    losses = {}
+    progress(f"int8: measuring the sensitivity of {len(names)} nodes, one at a time")
+    for i, name in enumerate(names):
+        out = context.work_dir / f"int8-only{i}.onnx"
+        build(recipe, smoothed, {name: NodeMethod.DYNAMIC}, out, context.calibration, context.input_names)
+        pooled = _pooled(out, context.calibration, context)
+        losses[name] = 1.0 - float(np.concatenate([cosine_rows(g, r) for g, r in zip(pooled, reference)]).min())
+        out.unlink(missing_ok=True)
+    return sorted(losses.items(), key=lambda item: -item[1])
+
+
+def _typed(fused: Path, work_dir: Path) -> Path:
+    """The fused graph with every tensor's type annotated, as ORT's quantizers need."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    # onnx's shape inference cannot see through fused com.microsoft ops (Attention,
+    # SkipLayerNormalization) and the quantizer stops with "Unable to find data type"; ORT's symbolic
+    # shape inference knows them.
+    try:
+        with quiet():
+            typed = SymbolicShapeInference.infer_shapes(onnx.load(str(fused)), auto_merge=True)
+    except Exception as exc:  # the shape inference script raises assorted errors on unusual graphs
+        raise ExportError(f"symbolic shape inference failed on the fused graph ({exc}); try --optimize O1") from exc
+    if typed is None:
+        raise ExportError("symbolic shape inference failed on the fused graph; try --optimize O1")
+    path = work_dir / "int8-typed.onnx"
+    onnx.save(typed, str(path))
+    return path
+
+
+def _pooled(path: Path, batches: Sequence[Batch], context: Int8Context) -> list[np.ndarray]:
+    session = create_session(path)
+    outputs = [context.last_output]
+    return [
+        pool(session.run(outputs, b.feeds(context.input_names))[0], b.mask, context.defaults.pooling) for b in batches
+    ]
+
+
+def _held_out_cosines(path: Path, context: Int8Context) -> np.ndarray:
+    got = np.concatenate(_pooled(path, context.held_out, context))
+    cosines: np.ndarray = np.nan_to_num(cosine_rows(got, context.reference), nan=-1.0)
+    return cosines
+
+
+def _throughput(path: Path, context: Int8Context) -> float:
+    """Texts per second on the speed batches: one warm-up pass, then the median of timed passes."""
+    session = create_session(path)
+    feeds = [batch.feeds(context.input_names) for batch in context.speed]
+    texts = sum(batch.input_ids.shape[0] for batch in context.speed)
+    outputs = [context.last_output]
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        for feed in feeds:
+            session.run(outputs, feed)
+        return time.perf_counter() - start
+
+    one_pass()
+    return float(texts / statistics.median(one_pass() for _ in range(_SPEED_REPEATS)))
+
+
+def _calibration_facts(path: Path | None, batches: Sequence[Batch]) -> dict[str, Any]:
+    texts = int(sum(b.input_ids.shape[0] for b in batches))
+    if path is None:
+        return {"source": "built-in", "texts": texts}
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"source": str(path), "sha256": digest, "texts": texts}
+
+
+def make_context(
+    fused: Path,
     work_dir: Path,
     encoder: TextEncoder,
     input_names: Sequence[str],
     last_output: str,
     defaults: Defaults,
-    goal: float,
-) -> tuple[Path, dict[str, Any]]:
-    """Quantize the fused graph to INT8, keeping as few nodes in fp32 as the goal allows.
-
-    Returns the quantized file and the settings to record in the manifest.
-
-    Raises:
-        ExportError: quantization failed, or no mix of INT8 nodes reaches the goal.
-    """
-    import onnx
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-    # The quantizer needs the element type of every MatMul output. onnx's shape inference cannot see
-    # through fused com.microsoft ops (Attention, SkipLayerNormalization) and stops with "Unable to
-    # find data type"; ORT's symbolic shape inference knows them and annotates the graph.
-    in_dir = work_dir / "int8-input"
-    in_dir.mkdir(parents=True)
-    try:
-        typed = SymbolicShapeInference.infer_shapes(onnx.load(str(fused)), auto_merge=True)
-    except Exception as exc:  # the shape inference script raises assorted errors on unusual graphs
-        raise ExportError(f"symbolic shape inference failed on the fused graph ({exc}); try --optimize O1") from exc
-    if typed is None:
-        raise ExportError("symbolic shape inference failed on the fused graph; try --optimize O1")
-    onnx.save(typed, str(in_dir / "model.onnx"))
-    if (fused.parent / "config.json").is_file():
-        shutil.copy(fused.parent / "config.json", in_dir / "config.json")
-
-    batches = _calibration_batches(encoder)
-    reference = _pooled(fused, batches, input_names, last_output, defaults)
-    quantizable = len(_quantizable(typed))
-    ranking: list[tuple[str, float]] = []
-    tried: list[dict[str, Any]] = []
-    nodes = [node.name for node in _quantizable(typed)]
-
-    def score(path: Path) -> np.ndarray:
-        pooled = _pooled(path, batches, input_names, last_output, defaults)
-        return np.concatenate([cosine_rows(got, ref) for got, ref in zip(pooled, reference)])
-
-    for keep in _schedule(quantizable):
-        if keep and not ranking:  # rank only when quantizing everything was not good enough
-            ranking = _sensitivity(nodes, in_dir, work_dir, cpu, score)
-        excluded = [name for name, _ in ranking[:keep]]
-        candidate, config = _quantize(in_dir, work_dir / f"int8-keep{keep}", cpu, excluded=excluded)
-        cosines = score(candidate)
-        tried.append({"fp32_nodes": keep, "cosine_min": float(cosines.min()), "cosine_mean": float(cosines.mean())})
-        if float(cosines.min()) >= goal:
-            break
-    else:
-        raise ExportError(
-            f"no INT8 mix reached min cosine {goal} on the calibration text (tried {tried}); export without --int8"
-        )
-    settings = {
-        "tool": "optimum ORTQuantizer",
-        "preset": cpu.int8_preset,
-        "chosen_for_cpu": cpu.model,
-        "cpu_features": {"avx2": cpu.avx2, "avx512": cpu.avx512, "vnni": cpu.vnni},
-        "mode": "dynamic",
-        "per_channel": config.per_channel,
-        "reduce_range": config.reduce_range,
-        "weights": config.weights_dtype.name,
-        "activations": config.activations_dtype.name,
-        "operators": sorted(str(getattr(op, "value", op)) for op in config.operators_to_quantize),
-        "quantized_nodes": quantizable - len(excluded),
-        "fp32_nodes": excluded,
-        "calibration_goal": goal,
-        "calibration_texts": sum(b.input_ids.shape[0] for b in batches),
-        "search": tried,
-        "sensitivity": {name: round(loss, 6) for name, loss in ranking},
-    }
-    return candidate, settings
+    source_path: Path,
+    held_out_texts: Sequence[str],
+    calibration_file: Path | None,
+) -> Int8Context:
+    """Tokenize the calibration, held-out and speed texts and compute the PyTorch reference."""
+    calibration = _batches(encoder, calibration_texts(calibration_file), _BATCH)
+    held_out = _batches(encoder, held_out_texts, _BATCH)
+    speed = _batches(encoder, [*held_out_texts, *calibration_texts(None)], _SPEED_BATCH)
+    reference = np.concatenate(_torch_pooled(source_path, held_out, input_names, defaults))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return Int8Context(
+        fused, work_dir, tuple(input_names), last_output, defaults, calibration, held_out, reference, speed
+    )
 
 
-def _quantizable(model: Any) -> list[Any]:
-    """MatMul and Attention nodes whose weights are initializers: those the quantizer converts."""
-    weights = {init.name for init in model.graph.initializer}
-    return [
-        node
-        for node in model.graph.node
-        if node.op_type in _QUANTIZABLE and len(node.input) > 1 and node.input[1] in weights
-    ]
-
-
-def _sensitivity(
-    nodes: Sequence[str], in_dir: Path, work_dir: Path, cpu: CpuInfo, score: Callable[[Path], np.ndarray]
-) -> list[tuple[str, float]]:
-    """Each node's end-to-end loss (1 - min cosine) with only it quantized, most harmful first."""
-    losses = {}
-    for i, name in enumerate(nodes):
-        path, _ = _quantize(in_dir, work_dir / f"int8-only{i}", cpu, only=[name])
-        losses[name] = 1.0 - float(score(path).min())
-        shutil.rmtree(path.parent, ignore_errors=True)
-    return sorted(losses.items(), key=lambda item: -item[1])
-
-
-def _schedule(n: int) -> list[int]:
-    """How many of the most sensitive nodes to keep in fp32 at each try: 0 … 10 one by one, then ×1.5."""
-    steps, k = [], 0
-    while k < n:
-        steps.append(k)
-        k = k + 1 if k < 10 else int(k * 1.5)
-    return steps
-
-
-def _calibration_batches(encoder: TextEncoder) -> list[Batch]:
-    encodings = encoder.encode(calibration_texts())
+def _batches(encoder: TextEncoder, texts: Sequence[str], size: int) -> tuple[Batch, ...]:
+    encodings = encoder.encode(list(texts))
     order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
-    return [encoder.pad([encodings[i] for i in order[s : s + _BATCH]]) for s in range(0, len(order), _BATCH)]
+    return tuple(encoder.pad([encodings[i] for i in order[s : s + size]]) for s in range(0, len(order), size))
 
 
-def _pooled(
-    path: Path, batches: Sequence[Batch], input_names: Sequence[str], last_output: str, defaults: Defaults
+def _torch_pooled(
+    source_path: Path, batches: Sequence[Batch], input_names: Sequence[str], defaults: Defaults
 ) -> list[np.ndarray]:
-    session = create_session(path)
-    return [
-        pool(session.run([last_output], batch.feeds(input_names))[0], batch.mask, defaults.pooling) for batch in batches
-    ]
+    import torch
+    from transformers import AutoModel
 
-
-def _quantize(
-    in_dir: Path, out_dir: Path, cpu: CpuInfo, excluded: Sequence[str] = (), only: Sequence[str] = ()
-) -> tuple[Path, Any]:
-    from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    preset = getattr(AutoQuantizationConfig, cpu.int8_preset)
-    config = preset(is_static=False, per_channel=True, nodes_to_exclude=list(excluded), nodes_to_quantize=list(only))
-    try:
-        with quiet():
-            quantizer = ORTQuantizer.from_pretrained(in_dir, file_name="model.onnx")
-            quantizer.quantize(config, save_dir=out_dir, file_suffix=None)
-    except Exception as exc:  # ORT's quantizer raises RuntimeError/ValueError/KeyError by op
-        raise ExportError(f"int8 quantization ({cpu.int8_preset}) failed: {exc}") from exc
-    return out_dir / "model.onnx", config
+    with quiet():
+        model = AutoModel.from_pretrained(source_path).eval()
+    pooled = []
+    for batch in batches:
+        feeds = {k: torch.from_numpy(v) for k, v in batch.feeds(input_names).items()}
+        with torch.inference_mode():
+            hidden = model(**feeds).last_hidden_state.numpy()
+        pooled.append(pool(hidden, batch.mask, defaults.pooling))
+    return pooled

@@ -183,7 +183,9 @@ def _pooling_mode(config_file: Path) -> Pooling:
 @contextmanager
 def quiet() -> Iterator[None]:
     """Silence the tracer warnings and info logs transformers, Optimum and onnxruntime print."""
-    loggers = [logging.getLogger(name) for name in ("transformers", "optimum", "torch.onnx", "onnxruntime")]
+    # ORT's quantization tools log to the root logger.
+    names = ("transformers", "optimum", "torch.onnx", "onnxruntime", None)
+    loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -7,6 +7,7 @@ line and exit code 2. The exporter (and with it torch) is imported inside `expor
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from collections.abc import Callable
 from enum import Enum
@@ -97,7 +98,25 @@ def export(
         Path | None, typer.Option("-o", "--output", help="Artifact folder [default: models/<name>].")
     ] = None,
     optimize: Annotated[OptimizeChoice, typer.Option(help="ONNX Runtime graph fusion level.")] = OptimizeChoice.O2,
-    int8: Annotated[bool, typer.Option("--int8", help="Add a dynamic per-channel INT8 variant.")] = False,
+    int8: Annotated[
+        str | None,
+        typer.Option(
+            "--int8",
+            metavar="[auto|RECIPE]",
+            help="Add an INT8 variant. Alone or 'auto': measure the recipes on this CPU and keep the fastest "
+            "that meets --int8-target-cosine; or name one (dynamic, smooth-dynamic, blockwise, static-entropy, "
+            "mixed-K, …).",
+        ),
+    ] = None,
+    int8_target_cosine: Annotated[
+        float, typer.Option(help="Min cosine against PyTorch on held-out text that the INT8 search must reach.")
+    ] = 0.995,
+    allow_below_target: Annotated[
+        bool, typer.Option("--allow-below-target", help="If no INT8 recipe meets the target, keep the most accurate.")
+    ] = False,
+    calibration_file: Annotated[
+        Path | None, typer.Option(help="Your own calibration text, one per line [default: built-in].")
+    ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Add an FP16 variant (fp32 inputs/outputs), for GPUs.")] = False,
     opset: Annotated[int | None, typer.Option(help="ONNX opset [default: Optimum's choice].")] = None,
     max_length: Annotated[
@@ -122,17 +141,23 @@ def export(
 ) -> None:
     """Export MODEL to ONNX with every hidden state, fuse it, add INT8/FP16 variants, check parity."""
     try:
-        from .exporter import ExportOptions, OptimizeLevel, export_model, parse_thresholds
+        from .exporter import ExportOptions, Int8Options, OptimizeLevel, export_model, parse_thresholds
     except ImportError as exc:
         if isinstance(exc, BertxError):
             raise
         raise typer.BadParameter(f"the exporter cannot be imported ({exc})") from exc
     options = ExportOptions(
         thresholds=parse_thresholds(min_cosine or [], max_abs),
+        int8_options=Int8Options(
+            recipe=int8 or "auto",
+            target_cosine=int8_target_cosine,
+            allow_below_target=allow_below_target,
+            calibration_file=calibration_file,
+        ),
         model=model,
         output=output,
         optimize=OptimizeLevel(optimize.value),
-        int8=int8,
+        int8=int8 is not None,
         fp16=fp16,
         opset=opset,
         max_length=max_length,
@@ -464,9 +489,25 @@ def doctor() -> None:
         out.print(f"[bold red]problem:[/] {problem}")
 
 
+# First words of the INT8 recipe names (`auto`, `dynamic-u8u8`, `static-entropy`, `mixed-6`, …).
+_INT8_WORDS = ("auto", "dynamic", "smooth", "static", "blockwise", "mixed")
+
+
+def optional_int8_value(argv: list[str]) -> list[str]:
+    """`--int8` alone means `--int8 auto`: typer options cannot take an optional value themselves."""
+    fixed = []
+    for i, arg in enumerate(argv):
+        fixed.append(arg)
+        if arg == "--int8":
+            following = argv[i + 1] if i + 1 < len(argv) else ""
+            if following.split("-", 1)[0] not in _INT8_WORDS or not following:
+                fixed.append("auto")
+    return fixed
+
+
 def main() -> None:
     """Entry point of the `bertx` console script."""
-    app()
+    app(args=optional_int8_value(sys.argv[1:]), prog_name="bertx")
 
 
 if __name__ == "__main__":

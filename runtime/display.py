@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 
 from .manifest import Manifest, ParityReport, Variant
@@ -69,15 +71,20 @@ def _how(variant: Variant) -> str:
     if opt.get("fp16"):
         text += ", fp16 weights and compute (fp32 I/O)"
     quant = variant.quantization
-    if quant:
+    if quant and "recipe" in quant:
+        text += f", int8 {quant['recipe']} ({quant.get('description', '')}), chosen for {quant.get('preset', '?')}"
+    elif quant:
         channel = "per-channel" if quant.get("per_channel") else "per-tensor"
         text += f", int8 {quant.get('mode', '')} {channel}, preset {quant.get('preset', '?')}"
     return text
 
 
 def int8_search_table(variant: Variant) -> Table | None:
-    """The tries of the INT8 search (how many nodes stayed fp32, and the calibration cosines)."""
+    """The INT8 candidates measured at export: held-out accuracy against PyTorch and speed."""
     quant = variant.quantization or {}
+    candidates = quant.get("candidates")
+    if candidates:
+        return _candidates_table(quant, candidates)
     tries = quant.get("search")
     if not tries:
         return None
@@ -93,5 +100,30 @@ def int8_search_table(variant: Variant) -> Table | None:
             f"{attempt['cosine_min']:.4f}",
             f"{attempt['cosine_mean']:.4f}",
             kept,
+        )
+    return table
+
+
+def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -> Table:
+    features = quant.get("cpu_features", {})
+    cpu = f"{quant.get('chosen_for_cpu', '?')}, {quant.get('preset', '?')}, VNNI {features.get('vnni', '?')}"
+    held_out = quant.get("held_out", {}).get("texts", "?")
+    table = Table(
+        title=f"INT8 search: min cosine ≥ {quant.get('target_cosine')} vs PyTorch on {held_out} held-out texts, "
+        f"speed on {cpu} (fp32: {quant.get('fp32_texts_per_s')} texts/s)"
+    )
+    for column in ("recipe", "int8 / blockwise / fp32 nodes", "min cos", "mean cos", "texts/s", "× fp32", "chosen"):
+        table.add_column(column, justify="left" if column == "recipe" else "right")
+    for c in candidates:
+        style = "" if c["meets_target"] else "dim"
+        table.add_row(
+            c["recipe"],
+            f"{c['int8_nodes']} / {c['blockwise_nodes']} / {c['fp32_nodes']}",
+            f"{c['cosine_min']:.4f}",
+            f"{c['cosine_mean']:.4f}",
+            f"{c['texts_per_s']:.1f}",
+            f"{c['speedup']:.2f}×",
+            "[green]✓[/]" if c["recipe"] == quant.get("recipe") else "",
+            style=style,
         )
     return table

@@ -79,7 +79,7 @@ def test_info_shows_the_int8_search(minilm_artifact: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bertx.cli", "info", str(minilm_artifact)], capture_output=True, text=True
     )
-    assert result.returncode == 0 and "INT8 search on calibration text" in result.stdout
+    assert result.returncode == 0 and "INT8 search: min cosine ≥ 0.995" in result.stdout
 
 
 @pytest.mark.gpu
