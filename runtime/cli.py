@@ -489,18 +489,17 @@ def doctor() -> None:
         out.print(f"[bold red]problem:[/] {problem}")
 
 
-# First words of the INT8 recipe names (`auto`, `dynamic-u8u8`, `static-entropy`, `mixed-6`, …).
-_INT8_WORDS = ("auto", "dynamic", "smooth", "static", "blockwise", "mixed")
-
-
 def optional_int8_value(argv: list[str]) -> list[str]:
-    """`--int8` alone means `--int8 auto`: typer options cannot take an optional value themselves."""
+    """`--int8` alone means `--int8 auto`: typer options cannot take an optional value themselves.
+
+    The next argument is `--int8`'s value unless it is an option or an existing path (a model folder).
+    """
     fixed = []
     for i, arg in enumerate(argv):
         fixed.append(arg)
         if arg == "--int8":
             following = argv[i + 1] if i + 1 < len(argv) else ""
-            if following.split("-", 1)[0] not in _INT8_WORDS or not following:
+            if not following or following.startswith("-") or Path(following).exists():
                 fixed.append("auto")
     return fixed
 

@@ -114,7 +114,7 @@ def test_int8_alone_means_auto() -> None:
     assert optional_int8_value(["export", "m", "--int8"]) == ["export", "m", "--int8", "auto"]
     assert optional_int8_value(["export", "m", "--int8", "--fp16"]) == ["export", "m", "--int8", "auto", "--fp16"]
     assert optional_int8_value(["export", "m", "--int8", "mixed-4"]) == ["export", "m", "--int8", "mixed-4"]
-    assert optional_int8_value(["export", "--int8", "bert-base-uncased"])[2:4] == ["--int8", "auto"]
+    assert optional_int8_value(["export", "--int8", str(Path.cwd())])[1:3] == ["--int8", "auto"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
