@@ -18,6 +18,8 @@ Every recipe turns the fused fp32 graph into an INT8 one through ONNX Runtime's 
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -152,7 +154,8 @@ def build(
     import onnx
 
     try:
-        with quiet():
+        # ORT's histogram calibrators print their progress to stdout, which belongs to the user's data.
+        with quiet(), contextlib.redirect_stdout(io.StringIO()):
             model = onnx.load(str(model_path))
             blockwise = [name for name, method in methods.items() if method is NodeMethod.BLOCKWISE]
             if blockwise:
