@@ -6,11 +6,13 @@ model and on the CPU's kernels, so `auto` measures instead of guessing:
 
 1. every fixed recipe that suits the CPU (`int8_recipes.recipes_for`) is built and measured;
 2. the `mixed` ladder: each node's end-to-end sensitivity is measured on the calibration text (the
-   smoothed graph with only that node quantized), then the k most sensitive nodes are made accurate
-   (blockwise INT8, or fp32 for a fused Attention) for growing k until the target is met;
+   smoothed, split graph with only that node quantized), then the k most sensitive nodes are made
+   accurate (blockwise INT8, or fp32 for a fused Attention) for growing k until the target is met,
+   then the gap below the first k that passes is bisected;
 3. every candidate's accuracy is its min and mean cosine against PyTorch fp32 on held-out real text
    (the parity sentences, never the calibration text), and its speed is texts/s on the same machine
-   in the same run; the fastest candidate that meets the target is kept.
+   in the same run; the candidates that meet the target are timed again side by side with fp32, pass
+   by pass in turn, and the fastest is kept.
 
 The whole table, the CPU it was measured on and the sensitivities go into the manifest.
 """
@@ -21,7 +23,7 @@ import hashlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,14 +37,16 @@ from bertx.pooling import cosine_rows, pool
 from bertx.session import create_session
 from bertx.tokenization import Batch, TextEncoder
 
-from .int8_recipes import SMOOTH_ALPHA, NodeMethod, Recipe, build, mixed_recipe, named_recipe, node_methods, recipes_for
+from .int8_recipes import NodeMethod, Recipe, build, mixed_recipe, named_recipe, node_methods, recipes_for
 from .onnx_export import quiet
+from .outliers import split_outlier_units
 from .smoothing import quantizable_nodes, smooth
 
 DEFAULT_TARGET = 0.995
 _BATCH = 16
 _SPEED_BATCH = 32
 _SPEED_REPEATS = 3
+_FINAL_ROUNDS = 5
 
 
 def calibration_texts(path: Path | None = None) -> list[str]:
@@ -88,6 +92,7 @@ class Candidate:
     fp32_nodes: int
     blockwise_nodes: int
     int8_nodes: int
+    timed_again: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,20 +128,28 @@ def quantize_int8(
     typed = _typed(context.fused, context.work_dir)
     fp32_speed = _throughput(context.fused, context)
     base = onnx.load(str(typed))
-    smoothed_path = context.work_dir / "int8-smoothed.onnx"
-    smoothed_count = 0
+    prepared: dict[tuple[float | None, int], Path] = {}
+    prepared_counts: dict[tuple[float | None, int], tuple[int, int]] = {}
     candidates: list[tuple[Candidate, Path, dict[str, str]]] = []
     ranking: list[tuple[str, float]] = []
 
-    def smoothed_graph() -> Path:
-        nonlocal smoothed_count
-        if not smoothed_path.exists():
-            model, smoothed_count = smooth(base, context.calibration, context.input_names, SMOOTH_ALPHA)
-            onnx.save(model, str(smoothed_path))
-        return smoothed_path
+    def source_graph(recipe: Recipe) -> Path:
+        """The graph `recipe` quantizes: the typed one, smoothed and/or split as it says (built once)."""
+        key = (recipe.smooth_alpha, recipe.outlier_units)
+        if key == (None, 0):
+            return typed
+        if key not in prepared:
+            model, smoothed = base, 0
+            if recipe.smooth_alpha is not None:
+                model, smoothed = smooth(model, context.calibration, context.input_names, recipe.smooth_alpha)
+            model, split = split_outlier_units(model, context.calibration, context.input_names, recipe.outlier_units)
+            prepared[key] = context.work_dir / f"int8-prepared-{len(prepared)}.onnx"
+            prepared_counts[key] = (smoothed, split)
+            onnx.save(model, str(prepared[key]))
+        return prepared[key]
 
     def measure(recipe: Recipe, order: Sequence[str] = ()) -> Candidate:
-        source = smoothed_graph() if recipe.smooth_alpha is not None else typed
+        source = source_graph(recipe)
         methods = node_methods(base, recipe, order)
         out = context.work_dir / f"int8-{recipe.name}.onnx"
         build(recipe, source, methods, out, context.calibration, context.input_names)
@@ -165,18 +178,31 @@ def quantize_int8(
     if options.recipe == "auto":
         for recipe in recipes_for(cpu):
             measure(recipe)
-        ranking = _sensitivity(base, smoothed_graph(), context, cpu, progress)
+        ranking = _sensitivity(base, source_graph(mixed_recipe(cpu, 0)), context, cpu, progress)
         order = [name for name, _ in ranking]
+        failed = 0
         for k in _ladder(len(order)):
             if measure(mixed_recipe(cpu, k), order).meets_target:
+                # The ladder's steps widen past 8 nodes; bisect the gap for the fewest that still pass.
+                passed = k
+                while passed - failed > 1:
+                    middle = (failed + passed) // 2
+                    if measure(mixed_recipe(cpu, middle), order).meets_target:
+                        passed = middle
+                    else:
+                        failed = middle
                 break
+            failed = k
     else:
         recipe = named_recipe(options.recipe, cpu)
         if recipe.mode == "mixed":
-            ranking = _sensitivity(base, smoothed_graph(), context, cpu, progress)
+            ranking = _sensitivity(base, source_graph(mixed_recipe(cpu, 0)), context, cpu, progress)
         measure(recipe, [name for name, _ in ranking])
 
+    final_round = _time_passing_again(candidates, context, progress)
     chosen, path, methods = _choose(candidates, options)
+    chosen_recipe = named_recipe(chosen.recipe, cpu)
+    chosen_key = (chosen_recipe.smooth_alpha, chosen_recipe.outlier_units)
     for _, other, _ in candidates:
         if other != path:
             other.unlink(missing_ok=True)
@@ -192,8 +218,13 @@ def quantize_int8(
         "meets_target": chosen.meets_target,
         "held_out": {"texts": int(sum(b.input_ids.shape[0] for b in context.held_out)), "reference": "PyTorch fp32"},
         "calibration": _calibration_facts(options.calibration_file, context.calibration),
-        "smoothed_inputs": smoothed_count if "smooth" in chosen.description else 0,
+        "smoothed_inputs": prepared_counts.get(chosen_key, (0, 0))[0],
+        "outlier_units": {
+            "per_block": chosen_recipe.outlier_units,
+            "blocks": prepared_counts.get(chosen_key, (0, 0))[1],
+        },
         "fp32_texts_per_s": round(fp32_speed, 1),
+        "final_round": final_round,
         "candidates": [asdict(c) for c, _, _ in candidates],
         "nodes": methods,
         "sensitivity": {name: round(loss, 6) for name, loss in ranking},
@@ -231,18 +262,18 @@ def _ladder(nodes: int) -> list[int]:
 
 
 def _sensitivity(
-    base: Any, smoothed: Path, context: Int8Context, cpu: CpuInfo, progress: Callable[[str], None]
+    base: Any, source: Path, context: Int8Context, cpu: CpuInfo, progress: Callable[[str], None]
 ) -> list[tuple[str, float]]:
-    """Each node's end-to-end loss (1 - min cosine on the calibration text, against the smoothed fp32
-    graph) with only that node dynamically quantized; most harmful first."""
-    reference = _pooled(smoothed, context.calibration, context)
+    """Each node's end-to-end loss (1 - min cosine on the calibration text, against `source`, the fp32
+    graph the mixed recipes start from) with only that node dynamically quantized; most harmful first."""
+    reference = _pooled(source, context.calibration, context)
     recipe = mixed_recipe(cpu, 0)
     names = [node.name for node in quantizable_nodes(base)]
     losses = {}
     progress(f"int8: measuring the sensitivity of {len(names)} nodes, one at a time")
     for i, name in enumerate(names):
         out = context.work_dir / f"int8-only{i}.onnx"
-        build(recipe, smoothed, {name: NodeMethod.DYNAMIC}, out, context.calibration, context.input_names)
+        build(recipe, source, {name: NodeMethod.DYNAMIC}, out, context.calibration, context.input_names)
         pooled = _pooled(out, context.calibration, context)
         losses[name] = 1.0 - float(np.concatenate([cosine_rows(g, r) for g, r in zip(pooled, reference)]).min())
         out.unlink(missing_ok=True)
@@ -285,19 +316,49 @@ def _held_out_cosines(path: Path, context: Int8Context) -> np.ndarray:
 
 def _throughput(path: Path, context: Int8Context) -> float:
     """Texts per second on the speed batches: one warm-up pass, then the median of timed passes."""
-    session = create_session(path)
+    return _alternating_throughput([path], context, _SPEED_REPEATS)[0]
+
+
+def _alternating_throughput(paths: Sequence[Path], context: Int8Context, rounds: int) -> list[float]:
+    """Texts per second of each graph: one warm-up pass each, then `rounds` rounds that time one pass of
+    every graph in turn, so a machine that speeds up or slows down meanwhile favours none of them."""
+    sessions = [create_session(path) for path in paths]
     feeds = [batch.feeds(context.input_names) for batch in context.speed]
     texts = sum(batch.input_ids.shape[0] for batch in context.speed)
     outputs = [context.last_output]
 
-    def one_pass() -> float:
+    def one_pass(session: Any) -> float:
         start = time.perf_counter()
         for feed in feeds:
             session.run(outputs, feed)
         return time.perf_counter() - start
 
-    one_pass()
-    return float(texts / statistics.median(one_pass() for _ in range(_SPEED_REPEATS)))
+    for session in sessions:
+        one_pass(session)
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for session, timed in zip(sessions, times):
+            timed.append(one_pass(session))
+    return [float(texts / statistics.median(timed)) for timed in times]
+
+
+def _time_passing_again(
+    candidates: list[tuple[Candidate, Path, dict[str, str]]], context: Int8Context, progress: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """Candidates are timed minutes apart, and a 2-core machine drifts by more than the gap between two
+    close candidates; so fp32 and every candidate that meets the target are timed again side by side
+    before the fastest is picked. Their rows are updated in place; returns what the manifest records."""
+    passing = [i for i, (candidate, _, _) in enumerate(candidates) if candidate.meets_target]
+    if len(passing) < 2:
+        return None
+    progress(f"int8: timing fp32 and the {len(passing)} candidates that meet the target again, side by side")
+    speeds = _alternating_throughput([context.fused] + [candidates[i][1] for i in passing], context, _FINAL_ROUNDS)
+    for i, speed in zip(passing, speeds[1:]):
+        candidate, path, methods = candidates[i]
+        again = replace(candidate, texts_per_s=round(speed, 1), speedup=round(speed / speeds[0], 3), timed_again=True)
+        candidates[i] = (again, path, methods)
+        progress(f"int8: {candidate.recipe:<20} {again.texts_per_s:7.1f} texts/s ({again.speedup:.2f}× fp32)")
+    return {"fp32_texts_per_s": round(speeds[0], 1), "rounds": _FINAL_ROUNDS, "candidates": len(passing)}
 
 
 def _calibration_facts(path: Path | None, batches: Sequence[Batch]) -> dict[str, Any]:

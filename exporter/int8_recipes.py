@@ -13,7 +13,9 @@ Every recipe turns the fused fp32 graph into an INT8 one through ONNX Runtime's 
 - `mixed`: dynamic everywhere except the `accurate_nodes` most sensitive nodes, which are blockwise
   (MatMul) or fp32 (fused Attention).
 
-`smooth_alpha` first applies activation smoothing (see `smoothing`) to the LayerNorm-fed inputs.
+`smooth_alpha` first applies activation smoothing (see `smoothing`) to the LayerNorm-fed inputs;
+`outlier_units` then moves that many feed-forward hidden units per layer to an fp32 branch (see
+`outliers`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .smoothing import quantizable_nodes
 Mode = Literal["dynamic", "static", "blockwise", "mixed"]
 Calibration = Literal["minmax", "percentile", "entropy"]
 SMOOTH_ALPHA = 0.5
+OUTLIER_UNITS = 16
 
 
 class NodeMethod(str, Enum):
@@ -58,6 +61,7 @@ class Recipe:
     weights: Literal["int8", "uint8"] = "int8"
     calibration: Calibration | None = None
     smooth_alpha: float | None = None
+    outlier_units: int = 0
     accurate_nodes: int = 0
 
     def describe(self) -> str:
@@ -72,6 +76,8 @@ class Recipe:
             parts.append("7-bit weights")
         if self.smooth_alpha is not None:
             parts.append(f"smoothed α={self.smooth_alpha}")
+        if self.outlier_units:
+            parts.append(f"{self.outlier_units} outlier FFN units/layer fp32")
         if self.mode == "mixed":
             parts.append(f"{self.accurate_nodes} most sensitive nodes blockwise/fp32")
         return ", ".join(parts)
@@ -92,6 +98,9 @@ def recipes_for(cpu: CpuInfo) -> list[Recipe]:
         Recipe("static-percentile", "static", calibration="percentile"),
         Recipe("static-entropy", "static", calibration="entropy"),
         Recipe("smooth-dynamic", "dynamic", smooth_alpha=SMOOTH_ALPHA, reduce_range=no_vnni_x86),
+        Recipe(
+            "split-dynamic", "dynamic", smooth_alpha=SMOOTH_ALPHA, outlier_units=OUTLIER_UNITS, reduce_range=no_vnni_x86
+        ),
         Recipe("blockwise", "blockwise", smooth_alpha=SMOOTH_ALPHA, reduce_range=no_vnni_x86),
     ]
     if no_vnni_x86:
@@ -100,8 +109,8 @@ def recipes_for(cpu: CpuInfo) -> list[Recipe]:
 
 
 def mixed_recipe(cpu: CpuInfo, accurate_nodes: int) -> Recipe:
-    """Smoothed dynamic INT8 with the `accurate_nodes` most sensitive nodes made accurate."""
-    base = next(r for r in recipes_for(cpu) if r.name == "smooth-dynamic")
+    """Smoothed, split dynamic INT8 with the `accurate_nodes` most sensitive nodes made accurate."""
+    base = next(r for r in recipes_for(cpu) if r.name == "split-dynamic")
     return replace(base, name=f"mixed-{accurate_nodes}", mode="mixed", accurate_nodes=accurate_nodes)
 
 

@@ -25,6 +25,8 @@ from bertx.tokenization import Batch
 
 _NORMALIZATIONS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization")
 _QUANTIZABLE = ("MatMul", "Attention")
+# Nodes bertx adds to stay fp32 whatever the recipe (the outlier-unit branches, see `outliers`).
+FP32_BRANCH_PREFIX = "bertx_fp32/"
 
 
 def quantizable_nodes(model: Any) -> list[Any]:
@@ -33,7 +35,10 @@ def quantizable_nodes(model: Any) -> list[Any]:
     return [
         node
         for node in model.graph.node
-        if node.op_type in _QUANTIZABLE and len(node.input) > 1 and node.input[1] in weights
+        if node.op_type in _QUANTIZABLE
+        and len(node.input) > 1
+        and node.input[1] in weights
+        and not node.name.startswith(FP32_BRANCH_PREFIX)
     ]
 
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from . import __version__
 from .chunking import LongTexts
 from .display import int8_search_table, layer_table, parity_table, variants_table
-from .errors import BertxError, InputFileError, MissingDependencyError
+from .errors import BertxError, InputFileError, MissingDependencyError, OptionError
 from .layers import Combine
 from .manifest import Manifest, Precision
 from .outputs import WordMerge
@@ -413,6 +413,12 @@ def bench(
     process_checks: Annotated[
         bool, typer.Option("--process-checks/--no-process-checks", help="Measure cold start and peak RSS.")
     ] = True,
+    preset_int8: Annotated[
+        str,
+        typer.Option(
+            "--preset-int8", help="INT8 recipe for a --preset export: auto (the full search) or a recipe name."
+        ),
+    ] = "auto",
 ) -> None:
     """Side-by-side speed, memory and accuracy against PyTorch and the tools users would pick instead."""
     import shlex
@@ -427,10 +433,12 @@ def bench(
         ) from None
     if (artifact is None) == (preset is None):
         raise InputFileError("give an ARTIFACT folder or --preset NAME (one of them)")
+    if preset is None and preset_int8 != "auto":
+        raise OptionError("--preset-int8 applies only with --preset")
     if preset is not None:
         from .bench.presets import preset_artifact
 
-        artifact = preset_artifact(preset, Path("models"))
+        artifact = preset_artifact(preset, Path("models"), int8_recipe=preset_int8)
     assert artifact is not None
     settings = Settings(
         batch_sizes=_ints(batch_sizes, "--batch-sizes"),

@@ -108,9 +108,11 @@ def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -
     features = quant.get("cpu_features", {})
     cpu = f"{quant.get('chosen_for_cpu', '?')}, {quant.get('preset', '?')}, VNNI {features.get('vnni', '?')}"
     held_out = quant.get("held_out", {}).get("texts", "?")
+    final = quant.get("final_round")
+    again = f"; * timed again side by side with fp32 at {final['fp32_texts_per_s']} texts/s" if final else ""
     table = Table(
         title=f"INT8 search: min cosine ≥ {quant.get('target_cosine')} vs PyTorch on {held_out} held-out texts, "
-        f"speed on {cpu} (fp32: {quant.get('fp32_texts_per_s')} texts/s)"
+        f"speed on {cpu} (fp32: {quant.get('fp32_texts_per_s')} texts/s{again})"
     )
     for column in ("recipe", "int8 / blockwise / fp32 nodes", "min cos", "mean cos", "texts/s", "× fp32", "chosen"):
         table.add_column(column, justify="left" if column == "recipe" else "right")
@@ -121,7 +123,7 @@ def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -
             f"{c['int8_nodes']} / {c['blockwise_nodes']} / {c['fp32_nodes']}",
             f"{c['cosine_min']:.4f}",
             f"{c['cosine_mean']:.4f}",
-            f"{c['texts_per_s']:.1f}",
+            f"{c['texts_per_s']:.1f}{'*' if c.get('timed_again') else ''}",
             f"{c['speedup']:.2f}×",
             "[green]✓[/]" if c["recipe"] == quant.get("recipe") else "",
             style=style,

@@ -91,3 +91,24 @@ def test_readme_block_is_generated_from_results(results: harness.Results, tmp_pa
     fp32 = next(r for r in results.rows if r.engine == "bertx-fp32" and r.workload == "corpus" and r.batch_size == 4)
     assert f"| bertx-fp32 | {fp32.texts_per_s:,.1f} | {fp32.ratio_to_pytorch:.2f}× |" in text
     assert "| sentence-transformers | skipped: not installed" in text
+
+
+def test_preset_reuses_an_artifact_only_for_the_same_int8_recipe(tiny_artifact: Path) -> None:
+    from bertx.bench.presets import _int8_matches
+    from bertx.manifest import Manifest, Precision
+
+    quantization = Manifest.load(tiny_artifact).variants[Precision.INT8].quantization
+    assert quantization is not None
+    assert _int8_matches(tiny_artifact, True, "auto") == (quantization["mode"] == "auto")
+    assert _int8_matches(tiny_artifact, True, quantization["recipe"])
+    assert not _int8_matches(tiny_artifact, True, "no-such-recipe")
+    assert _int8_matches(tiny_artifact, False, "no-such-recipe")
+
+
+def test_preset_int8_needs_a_preset(tiny_artifact: Path) -> None:
+    import subprocess
+
+    env = {"COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    args = [sys.executable, "-m", "bertx.cli", "bench", str(tiny_artifact), "--preset-int8", "dynamic"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2 and "--preset-int8 applies only with --preset" in result.stderr, result.stderr

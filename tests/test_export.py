@@ -57,6 +57,10 @@ def test_artifact_layout_and_manifest(tiny_artifact: Path) -> None:
     chosen = next(c for c in quant["candidates"] if c["recipe"] == quant["recipe"])
     assert chosen["meets_target"] and chosen["cosine_min"] >= quant["target_cosine"] == 0.995
     assert len(quant["nodes"]) == chosen["int8_nodes"] + chosen["blockwise_nodes"] + chosen["fp32_nodes"]
+    passing = [c for c in quant["candidates"] if c["meets_target"]]
+    if len(passing) > 1:  # the ones that pass are timed again side by side, and the fastest is kept
+        assert all(c["timed_again"] for c in passing) and quant["final_round"]["candidates"] == len(passing)
+        assert chosen["texts_per_s"] == max(c["texts_per_s"] for c in passing)
 
 
 def test_every_hidden_state_matches_torch(tiny_artifact: Path, tiny_bert: Path) -> None:
@@ -81,7 +85,9 @@ def test_fusion_and_quantization_change_the_graph(tiny_artifact: Path) -> None:
     fp32 = op_counts(tiny_artifact / "model.onnx")
     assert fp32["Attention"] == 2 and fp32["SkipLayerNormalization"] >= 2
     int8 = op_counts(tiny_artifact / "model.int8.onnx")
-    assert int8["MatMulInteger"] + int8["QAttention"] + int8["MatMulNBits"] >= 1
+    # Which recipe wins on a tiny model is up to the clock; every recipe leaves INT8 ops behind.
+    int8_ops = ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention", "MatMulNBits", "QuantizeLinear")
+    assert sum(int8[op] for op in int8_ops) >= 1, int8
     import onnx
 
     fp16 = onnx.load(str(tiny_artifact / "model.fp16.onnx"))

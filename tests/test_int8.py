@@ -48,6 +48,38 @@ def test_smoothing_keeps_every_hidden_state(tiny_artifact: Path, tiny_bert: Path
             np.testing.assert_allclose(ours[0], theirs, atol=1e-4)
 
 
+def test_outlier_split_keeps_every_hidden_state_and_its_branch_stays_fp32(
+    tiny_artifact: Path, tiny_bert: Path, tmp_path: Path
+) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from bertx.exporter.int8_recipes import build, mixed_recipe, node_methods
+    from bertx.exporter.outliers import feed_forward_blocks, split_outlier_units
+    from bertx.exporter.smoothing import quantizable_nodes
+
+    manifest = bertx.Manifest.load(tiny_artifact)
+    batches = _batches(tiny_artifact)
+    original = onnx.load(str(tiny_artifact / "model.onnx"))
+    assert len(feed_forward_blocks(original)) == 2
+    split, count = split_outlier_units(original, batches, manifest.inputs, 8)
+    assert count == 2
+    ops = collections.Counter(n.op_type for n in split.graph.node)
+    assert ops["MatMul"] == collections.Counter(n.op_type for n in original.graph.node)["MatMul"] + 4
+    # The split names no new quantizable node: the branches are fp32 by construction.
+    assert [n.name for n in quantizable_nodes(split)] == [n.name for n in quantizable_nodes(original)]
+    session = ort.InferenceSession(split.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch, states in zip(batches, torch_hidden_states(tiny_bert, TEXTS, 128)):
+        got = session.run(list(manifest.outputs), batch.feeds(manifest.inputs))
+        for ours, theirs in zip(got, states):
+            np.testing.assert_allclose(ours[0], theirs, atol=1e-4)
+    onnx.save(split, str(tmp_path / "split.onnx"))
+    methods = node_methods(original, mixed_recipe(VNNI, 0))
+    out = build(mixed_recipe(VNNI, 0), tmp_path / "split.onnx", methods, tmp_path / "q.onnx", batches, manifest.inputs)
+    quantized = collections.Counter(n.op_type for n in onnx.load(str(out)).graph.node)
+    assert quantized["MatMul"] == 4 and quantized["QAttention"] == 2
+
+
 def test_mixed_recipe_converts_only_the_nodes_it_names(tiny_artifact: Path, tmp_path: Path) -> None:
     import onnx
 
@@ -83,7 +115,9 @@ def test_recipes_follow_the_cpu() -> None:
     assert "dynamic-reduce-range" in avx2 and "dynamic-reduce-range" not in vnni
     assert avx2["smooth-dynamic"].reduce_range and not vnni["smooth-dynamic"].reduce_range
     assert {"static-minmax", "static-percentile", "static-entropy", "blockwise", "dynamic-u8u8"} <= set(vnni)
-    assert named_recipe("mixed-3", VNNI).accurate_nodes == 3
+    assert avx2["split-dynamic"].reduce_range and vnni["split-dynamic"].outlier_units > 0
+    mixed = named_recipe("mixed-3", VNNI)
+    assert mixed.accurate_nodes == 3 and mixed.outlier_units == vnni["split-dynamic"].outlier_units
     with pytest.raises(ExportError, match=r"unknown --int8 recipe 'int4'.*smooth-dynamic"):
         named_recipe("int4", VNNI)
 
