@@ -139,10 +139,13 @@ def quantize_int8(
         if key == (None, 0):
             return typed
         if key not in prepared:
-            model, smoothed = base, 0
+            model, smoothed, split = base, 0, 0
             if recipe.smooth_alpha is not None:
                 model, smoothed = smooth(model, context.calibration, context.input_names, recipe.smooth_alpha)
-            model, split = split_outlier_units(model, context.calibration, context.input_names, recipe.outlier_units)
+            if recipe.outlier_units:
+                model, split = split_outlier_units(
+                    model, context.calibration, context.input_names, recipe.outlier_units
+                )
             prepared[key] = context.work_dir / f"int8-prepared-{len(prepared)}.onnx"
             prepared_counts[key] = (smoothed, split)
             onnx.save(model, str(prepared[key]))

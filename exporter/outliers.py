@@ -64,12 +64,13 @@ def split_outlier_units(
 
     split = onnx.ModelProto()
     split.CopyFrom(model)
-    blocks = [block for block in feed_forward_blocks(split) if _width(split, block[0]) > 2 * units]
-    if not blocks or units <= 0:
-        return split, 0
-    ranges = activation_ranges(split, [gelu.output[0] for _, gelu, _ in blocks], batches, input_names)
     graph = split.graph
     initializers = {init.name: init for init in graph.initializer}
+    # Only blocks wide enough that the outliers are a small part of them.
+    blocks = [block for block in feed_forward_blocks(split) if initializers[block[0].input[1]].dims[-1] > 2 * units]
+    if units <= 0 or not blocks:
+        return split, 0
+    ranges = activation_ranges(split, [gelu.output[0] for _, gelu, _ in blocks], batches, input_names)
     shapes = {info.name: info for info in graph.value_info}
     branches: dict[str, list[Any]] = {}
     for up, gelu, down in blocks:
@@ -119,8 +120,3 @@ def split_outlier_units(
     del graph.initializer[:]
     graph.initializer.extend(kept)
     return split, len(blocks)
-
-
-def _width(model: Any, up: Any) -> int:
-    weight = next(init for init in model.graph.initializer if init.name == up.input[1])
-    return int(weight.dims[-1])
