@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class Engine:
     name: str
     encode: Encoder
     size_bytes: int
+    details: dict[str, str] = field(default_factory=dict)  # what ran, e.g. the precision OpenVINO chose
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from bertx.pooling import cosine_rows
 from bertx.tokenization import TextEncoder
 
 from .engines import PYTORCH, ST_TORCH, Engine, Skipped, engine_names, load_engine
-from .process import cold_start, peak_rss
+from .process import cold_start, measure_isolated, peak_rss
 
 FIXED_LENGTHS = (16, 128, 512)
 
@@ -64,6 +64,9 @@ class Settings:
     threads: int = 2
     engines: tuple[str, ...] | None = None
     process_checks: bool = True
+    # Each engine measured in a fresh process of its own, so that no engine's thread pools, allocator
+    # state or imports (torch, OpenVINO) slow down the next one.
+    isolated: bool = True
 
 
 @dataclass
@@ -94,6 +97,7 @@ class EngineFacts:
     latency_ms: dict[str, float] = field(default_factory=dict)
     cold_start_s: float | None = None
     peak_rss_mb: float | None = None
+    details: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,38 +142,64 @@ def _run(artifact: Path, settings: Settings, progress: Callable[[str], None]) ->
     skipped: list[Skipped] = []
     reference: np.ndarray | None = None
     for name in names:
-        progress(f"loading {name}")
-        engine = load_engine(name, artifact, settings.threads)
-        if isinstance(engine, Skipped):
-            skipped.append(engine)
+        progress(f"{name}: {'in its own process' if settings.isolated else 'loading'}")
+        if settings.isolated:
+            measured = measure_isolated(name, artifact, settings, workloads)
+        else:
+            engine = load_engine(name, artifact, settings.threads)
+            measured = engine if isinstance(engine, Skipped) else measure(engine, workloads, settings, progress)
+            del engine
+        if isinstance(measured, Skipped):
+            skipped.append(measured)
             continue
-        engine.encode(corpus[:8], 8)  # warm-up: first-call allocations and lazy initialisation
-        vectors = engine.encode(corpus, 32)
-        fact = EngineFacts(name, engine.size_bytes)
+        fact = EngineFacts(name, measured.size_bytes, latency_ms=measured.latency_ms, details=measured.details)
         if name == PYTORCH:
-            reference = vectors
+            reference = measured.vectors
         if reference is not None:
-            cosines = cosine_rows(vectors, reference)
+            cosines = cosine_rows(measured.vectors, reference)
             fact.cosine_min, fact.cosine_mean = float(cosines.min()), float(cosines.mean())
-        fact.latency_ms = _latency(engine, corpus[: settings.latency_texts])
-        for workload, texts in workloads.items():
-            for batch in settings.batch_sizes:
-                if batch == 1 and workload == "corpus":
-                    texts_here = texts[: settings.latency_texts]
-                else:
-                    texts_here = texts
-                progress(f"{name}: {workload} at batch {batch}")
-                seconds = [_timed(engine, texts_here, batch) for _ in range(settings.repeats)]
-                tokens = token_counts[workload] * len(texts_here) // max(len(texts), 1)
-                rows.append(Row(name, workload, batch, len(texts_here), tokens, seconds))
+        for workload, batch, texts, seconds in measured.timings:
+            tokens = token_counts[workload] * texts // max(len(workloads[workload]), 1)
+            rows.append(Row(name, workload, batch, texts, tokens, seconds))
         if settings.process_checks:
             progress(f"{name}: cold start and peak RSS")
             fact.cold_start_s = cold_start(name, artifact, settings.threads)
             fact.peak_rss_mb = peak_rss(name, artifact, settings.threads, corpus)
         facts.append(fact)
-        del engine
     _derive(rows)
     return Results(str(artifact), _random_weights(manifest), settings, rows, facts, skipped)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one engine gave on every workload: corpus vectors (for accuracy), timings, latency."""
+
+    size_bytes: int
+    vectors: np.ndarray
+    timings: list[tuple[str, int, int, list[float]]]  # workload, batch size, texts, seconds per repeat
+    latency_ms: dict[str, float]
+    details: dict[str, str]
+
+
+def measure(
+    engine: Engine,
+    workloads: dict[str, list[str]],
+    settings: Settings,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Measured:
+    """Run one loaded engine through every workload (the corpus first, at batch 32, for its vectors)."""
+    corpus = workloads["corpus"]
+    engine.encode(corpus[:8], 8)  # warm-up: first-call allocations and lazy initialisation
+    vectors = engine.encode(corpus, 32)
+    latency = _latency(engine, corpus[: settings.latency_texts])
+    timings = []
+    for workload, texts in workloads.items():
+        for batch in settings.batch_sizes:
+            texts_here = texts[: settings.latency_texts] if batch == 1 and workload == "corpus" else texts
+            progress(f"{engine.name}: {workload} at batch {batch}")
+            seconds = [_timed(engine, texts_here, batch) for _ in range(settings.repeats)]
+            timings.append((workload, batch, len(texts_here), seconds))
+    return Measured(engine.size_bytes, np.asarray(vectors, dtype=np.float32), timings, latency, dict(engine.details))
 
 
 def _timed(engine: Engine, texts: Sequence[str], batch: int) -> float:

@@ -1,4 +1,5 @@
-"""Measurements that need a fresh process: cold start (new process → first embedding) and peak RSS."""
+"""Measurements in fresh processes: each engine's throughput and accuracy run, cold start (new process →
+first embedding) and peak RSS."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .engines import Skipped
+
+if TYPE_CHECKING:
+    from .harness import Measured, Settings
 
 RUNS = 3
 
@@ -43,3 +53,23 @@ def peak_rss(engine: str, artifact: Path, threads: int, texts: Sequence[str]) ->
     if result.returncode != 0:
         return None
     return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def measure_isolated(
+    engine: str, artifact: Path, settings: Settings, workloads: dict[str, list[str]]
+) -> Measured | Skipped:
+    """Load `engine` in a new process and run every workload there (`harness.measure`)."""
+    from .harness import Measured
+
+    with tempfile.TemporaryDirectory(prefix="bertx-bench-") as folder:
+        spec, out = Path(folder) / "spec.json", Path(folder) / "out"
+        spec.write_text(json.dumps({"settings": asdict(settings), "workloads": workloads}), encoding="utf-8")
+        result = _worker([engine, str(artifact), str(settings.threads), "measure", str(spec), str(out)], timeout=3600)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            reason = lines[-1] if lines else f"exit code {result.returncode}"
+            return Skipped(engine, reason.removeprefix(f"{engine} skipped: "))
+        data = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+        vectors = np.load(out.with_suffix(".npy"))
+    timings = [(w, int(b), int(n), [float(x) for x in s]) for w, b, n, s in data["timings"]]
+    return Measured(int(data["size_bytes"]), vectors, timings, data["latency_ms"], data["details"])

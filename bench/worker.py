@@ -1,7 +1,9 @@
 """A process that only loads one engine and embeds: `python -m bertx.bench.worker ENGINE ARTIFACT THREADS MODE`.
 
-MODE is `first` (embed one text, for cold start) or `rss FILE` (embed the file's lines at batch 32 and
-print the peak resident memory). Only what the engine itself needs is imported.
+MODE is `first` (embed one text, for cold start), `rss FILE` (embed the file's lines at batch 32 and
+print the peak resident memory) or `measure SPEC OUT` (run the workloads in SPEC through
+`harness.measure`, write OUT.json and the corpus vectors to OUT.npy). Only what the engine itself needs
+is imported.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import json
 import resource
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> None:
@@ -22,9 +25,40 @@ def main(argv: list[str]) -> None:
     if mode == "first":
         engine.encode(["Hello, world!"], 1)
         return
+    if mode == "measure":
+        _measure(engine, Path(argv[4]), Path(argv[5]))
+        return
     texts = Path(argv[4]).read_text(encoding="utf-8").splitlines()
     engine.encode(texts, 32)
     print(json.dumps({"peak_rss_mb": _peak_kb() / 1024}))
+
+
+def _measure(engine: Any, spec_file: Path, out: Path) -> None:
+    import warnings
+
+    import numpy as np
+
+    from bertx.model import TruncationWarning
+
+    from .harness import Settings, measure
+
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    fields = spec["settings"]
+    for key in ("batch_sizes", "fixed_lengths"):
+        fields[key] = tuple(fields[key])
+    if fields.get("engines") is not None:
+        fields["engines"] = tuple(fields["engines"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        measured = measure(engine, spec["workloads"], Settings(**fields))
+    np.save(out.with_suffix(".npy"), measured.vectors)
+    body = {
+        "size_bytes": measured.size_bytes,
+        "timings": measured.timings,
+        "latency_ms": measured.latency_ms,
+        "details": measured.details,
+    }
+    out.with_suffix(".json").write_text(json.dumps(body), encoding="utf-8")
 
 
 def _peak_kb() -> float:

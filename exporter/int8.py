@@ -30,13 +30,18 @@ from typing import Any
 
 import numpy as np
 
+from bertx.backends import Backend, GraphFile, open_graph
 from bertx.cpu import CpuInfo
 from bertx.errors import ExportError, InputFileError
 from bertx.manifest import Defaults
 from bertx.pooling import cosine_rows, pool
-from bertx.session import create_session
 from bertx.tokenization import Batch, TextEncoder
 
+from .int8_openvino import OpenVINORecipe
+from .int8_openvino import build as openvino_build
+from .int8_openvino import named as openvino_named
+from .int8_openvino import recipes_for as openvino_recipes
+from .int8_openvino import unavailable as openvino_unavailable
 from .int8_recipes import NodeMethod, Recipe, build, mixed_recipe, named_recipe, node_methods, recipes_for
 from .onnx_export import quiet
 from .outliers import split_outlier_units
@@ -93,6 +98,7 @@ class Candidate:
     blockwise_nodes: int
     int8_nodes: int
     timed_again: bool = False
+    backend: str = "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class Int8Context:
     """The inputs every candidate shares: graph, texts, references and how to run them."""
 
     fused: Path
+    exported: Path  # the plain (unfused) export, which NNCF quantizes for OpenVINO
     work_dir: Path
     input_names: tuple[str, ...]
     last_output: str
@@ -115,8 +122,8 @@ def quantize_int8(
     cpu: CpuInfo,
     options: Int8Options,
     progress: Callable[[str], None] = lambda message: None,
-) -> tuple[Path, dict[str, Any]]:
-    """Build INT8 candidates, measure them and return the chosen file and the manifest settings.
+) -> tuple[GraphFile, dict[str, Any]]:
+    """Build INT8 candidates, measure them and return the chosen graph and the manifest settings.
 
     Raises:
         ExportError: a recipe failed to build, or no candidate met the target (without
@@ -126,11 +133,11 @@ def quantize_int8(
 
     started = time.perf_counter()
     typed = _typed(context.fused, context.work_dir)
-    fp32_speed = _throughput(context.fused, context)
+    fp32_speed = _throughput(GraphFile(context.fused), context)
     base = onnx.load(str(typed))
     prepared: dict[tuple[float | None, int], Path] = {}
     prepared_counts: dict[tuple[float | None, int], tuple[int, int]] = {}
-    candidates: list[tuple[Candidate, Path, dict[str, str]]] = []
+    candidates: list[tuple[Candidate, GraphFile, dict[str, str]]] = []
     ranking: list[tuple[str, float]] = []
 
     def source_graph(recipe: Recipe) -> Path:
@@ -156,24 +163,48 @@ def quantize_int8(
         methods = node_methods(base, recipe, order)
         out = context.work_dir / f"int8-{recipe.name}.onnx"
         build(recipe, source, methods, out, context.calibration, context.input_names)
-        cosines = _held_out_cosines(out, context)
-        speed = _throughput(out, context)
+        return record(recipe.name, recipe.describe(), GraphFile(out), methods)
+
+    def measure_openvino(recipe: OpenVINORecipe) -> Candidate:
+        out = context.work_dir / f"int8-{recipe.name}.xml"
+        graph, int8, accurate = openvino_build(
+            recipe, context.exported, out, context.calibration, context.input_names, cpu
+        )
+        methods = {"int8 MatMuls": str(int8), "accurate MatMuls": str(accurate), "precision": str(graph.precision)}
+        return record(recipe.name, recipe.describe(), graph, methods, (accurate, 0, int8))
+
+    def record(
+        name: str,
+        description: str,
+        graph: GraphFile,
+        methods: dict[str, Any],
+        counted: tuple[int, int, int] | None = None,
+    ) -> Candidate:
+        cosines = _held_out_cosines(graph, context)
+        speed = _throughput(graph, context)
         counts = {method: sum(1 for m in methods.values() if m is method) for method in NodeMethod}
+        fp32_nodes, blockwise_nodes, int8_nodes = counted or (
+            counts[NodeMethod.FP32],
+            counts[NodeMethod.BLOCKWISE],
+            counts[NodeMethod.DYNAMIC] + counts[NodeMethod.STATIC],
+        )
         candidate = Candidate(
-            recipe=recipe.name,
-            description=recipe.describe(),
+            recipe=name,
+            description=description,
             cosine_min=round(float(cosines.min()), 6),
             cosine_mean=round(float(cosines.mean()), 6),
             texts_per_s=round(speed, 1),
             speedup=round(speed / fp32_speed, 3),
             meets_target=float(cosines.min()) >= options.target_cosine,
-            fp32_nodes=counts[NodeMethod.FP32],
-            blockwise_nodes=counts[NodeMethod.BLOCKWISE],
-            int8_nodes=counts[NodeMethod.DYNAMIC] + counts[NodeMethod.STATIC],
+            fp32_nodes=fp32_nodes,
+            blockwise_nodes=blockwise_nodes,
+            int8_nodes=int8_nodes,
+            backend=graph.backend.value,
         )
-        candidates.append((candidate, out, {name: m.value for name, m in methods.items()}))
+        plain = {key: m.value if isinstance(m, NodeMethod) else str(m) for key, m in methods.items()}
+        candidates.append((candidate, graph, plain))
         progress(
-            f"int8: {recipe.name:<20} min cos {candidate.cosine_min:.4f}  mean {candidate.cosine_mean:.4f}  "
+            f"int8: {name:<20} min cos {candidate.cosine_min:.4f}  mean {candidate.cosine_mean:.4f}  "
             f"{candidate.texts_per_s:7.1f} texts/s ({candidate.speedup:.2f}× fp32)"
         )
         return candidate
@@ -196,6 +227,13 @@ def quantize_int8(
                         failed = middle
                 break
             failed = k
+        skipped = openvino_unavailable(cpu)
+        if skipped is not None:
+            progress(f"int8: OpenVINO candidates skipped: {skipped}")
+        for ov_recipe in openvino_recipes(cpu):
+            measure_openvino(ov_recipe)
+    elif openvino_named(options.recipe) is not None:
+        measure_openvino(openvino_named(options.recipe))  # type: ignore[arg-type]
     else:
         recipe = named_recipe(options.recipe, cpu)
         if recipe.mode == "mixed":
@@ -204,13 +242,19 @@ def quantize_int8(
 
     final_round = _time_passing_again(candidates, context, progress)
     chosen, path, methods = _choose(candidates, options)
-    chosen_recipe = named_recipe(chosen.recipe, cpu)
-    chosen_key = (chosen_recipe.smooth_alpha, chosen_recipe.outlier_units)
+    on_openvino = path.backend is Backend.OPENVINO
+    chosen_key: tuple[float | None, int] = (None, 0)
+    if not on_openvino:
+        chosen_recipe = named_recipe(chosen.recipe, cpu)
+        chosen_key = (chosen_recipe.smooth_alpha, chosen_recipe.outlier_units)
+    outlier_units = chosen_key[1]
     for _, other, _ in candidates:
-        if other != path:
-            other.unlink(missing_ok=True)
+        if other.path != path.path:
+            other.path.unlink(missing_ok=True)
+            other.path.with_suffix(".bin").unlink(missing_ok=True)
     settings = {
-        "tool": "onnxruntime.quantization",
+        "tool": "nncf (OpenVINO)" if on_openvino else "onnxruntime.quantization",
+        "backend": path.backend.value,
         "mode": "auto" if options.recipe == "auto" else "fixed",
         "recipe": chosen.recipe,
         "description": chosen.description,
@@ -223,7 +267,7 @@ def quantize_int8(
         "calibration": _calibration_facts(options.calibration_file, context.calibration),
         "smoothed_inputs": prepared_counts.get(chosen_key, (0, 0))[0],
         "outlier_units": {
-            "per_block": chosen_recipe.outlier_units,
+            "per_block": outlier_units,
             "blocks": prepared_counts.get(chosen_key, (0, 0))[1],
         },
         "fp32_texts_per_s": round(fp32_speed, 1),
@@ -237,8 +281,8 @@ def quantize_int8(
 
 
 def _choose(
-    candidates: Sequence[tuple[Candidate, Path, dict[str, str]]], options: Int8Options
-) -> tuple[Candidate, Path, dict[str, str]]:
+    candidates: Sequence[tuple[Candidate, GraphFile, dict[str, str]]], options: Int8Options
+) -> tuple[Candidate, GraphFile, dict[str, str]]:
     passing = [entry for entry in candidates if entry[0].meets_target]
     if passing:
         return max(passing, key=lambda entry: entry[0].texts_per_s)
@@ -269,7 +313,7 @@ def _sensitivity(
 ) -> list[tuple[str, float]]:
     """Each node's end-to-end loss (1 - min cosine on the calibration text, against `source`, the fp32
     graph the mixed recipes start from) with only that node dynamically quantized; most harmful first."""
-    reference = _pooled(source, context.calibration, context)
+    reference = _pooled(GraphFile(source), context.calibration, context)
     recipe = mixed_recipe(cpu, 0)
     names = [node.name for node in quantizable_nodes(base)]
     losses = {}
@@ -277,7 +321,7 @@ def _sensitivity(
     for i, name in enumerate(names):
         out = context.work_dir / f"int8-only{i}.onnx"
         build(recipe, source, {name: NodeMethod.DYNAMIC}, out, context.calibration, context.input_names)
-        pooled = _pooled(out, context.calibration, context)
+        pooled = _pooled(GraphFile(out), context.calibration, context)
         losses[name] = 1.0 - float(np.concatenate([cosine_rows(g, r) for g, r in zip(pooled, reference)]).min())
         out.unlink(missing_ok=True)
     return sorted(losses.items(), key=lambda item: -item[1])
@@ -303,29 +347,29 @@ def _typed(fused: Path, work_dir: Path) -> Path:
     return path
 
 
-def _pooled(path: Path, batches: Sequence[Batch], context: Int8Context) -> list[np.ndarray]:
-    session = create_session(path)
+def _pooled(path: GraphFile, batches: Sequence[Batch], context: Int8Context) -> list[np.ndarray]:
+    session = open_graph(path)
     outputs = [context.last_output]
     return [
         pool(session.run(outputs, b.feeds(context.input_names))[0], b.mask, context.defaults.pooling) for b in batches
     ]
 
 
-def _held_out_cosines(path: Path, context: Int8Context) -> np.ndarray:
+def _held_out_cosines(path: GraphFile, context: Int8Context) -> np.ndarray:
     got = np.concatenate(_pooled(path, context.held_out, context))
     cosines: np.ndarray = np.nan_to_num(cosine_rows(got, context.reference), nan=-1.0)
     return cosines
 
 
-def _throughput(path: Path, context: Int8Context) -> float:
+def _throughput(path: GraphFile, context: Int8Context) -> float:
     """Texts per second on the speed batches: one warm-up pass, then the median of timed passes."""
     return _alternating_throughput([path], context, _SPEED_REPEATS)[0]
 
 
-def _alternating_throughput(paths: Sequence[Path], context: Int8Context, rounds: int) -> list[float]:
+def _alternating_throughput(paths: Sequence[GraphFile], context: Int8Context, rounds: int) -> list[float]:
     """Texts per second of each graph: one warm-up pass each, then `rounds` rounds that time one pass of
     every graph in turn, so a machine that speeds up or slows down meanwhile favours none of them."""
-    sessions = [create_session(path) for path in paths]
+    sessions = [open_graph(path) for path in paths]
     feeds = [batch.feeds(context.input_names) for batch in context.speed]
     texts = sum(batch.input_ids.shape[0] for batch in context.speed)
     outputs = [context.last_output]
@@ -346,7 +390,7 @@ def _alternating_throughput(paths: Sequence[Path], context: Int8Context, rounds:
 
 
 def _time_passing_again(
-    candidates: list[tuple[Candidate, Path, dict[str, str]]], context: Int8Context, progress: Callable[[str], None]
+    candidates: list[tuple[Candidate, GraphFile, dict[str, str]]], context: Int8Context, progress: Callable[[str], None]
 ) -> dict[str, Any] | None:
     """Candidates are timed minutes apart, and a 2-core machine drifts by more than the gap between two
     close candidates; so fp32 and every candidate that meets the target are timed again side by side
@@ -355,7 +399,8 @@ def _time_passing_again(
     if len(passing) < 2:
         return None
     progress(f"int8: timing fp32 and the {len(passing)} candidates that meet the target again, side by side")
-    speeds = _alternating_throughput([context.fused] + [candidates[i][1] for i in passing], context, _FINAL_ROUNDS)
+    graphs = [GraphFile(context.fused)] + [candidates[i][1] for i in passing]
+    speeds = _alternating_throughput(graphs, context, _FINAL_ROUNDS)
     for i, speed in zip(passing, speeds[1:]):
         candidate, path, methods = candidates[i]
         again = replace(candidate, texts_per_s=round(speed, 1), speedup=round(speed / speeds[0], 3), timed_again=True)
@@ -374,6 +419,7 @@ def _calibration_facts(path: Path | None, batches: Sequence[Batch]) -> dict[str,
 
 def make_context(
     fused: Path,
+    exported: Path,
     work_dir: Path,
     encoder: TextEncoder,
     input_names: Sequence[str],
@@ -390,7 +436,7 @@ def make_context(
     reference = np.concatenate(_torch_pooled(source_path, held_out, input_names, defaults))
     work_dir.mkdir(parents=True, exist_ok=True)
     return Int8Context(
-        fused, work_dir, tuple(input_names), last_output, defaults, calibration, held_out, reference, speed
+        fused, exported, work_dir, tuple(input_names), last_output, defaults, calibration, held_out, reference, speed
     )
 
 

@@ -32,6 +32,7 @@ from bertx.cpu import CpuInfo
 from bertx.errors import ExportError
 from bertx.tokenization import Batch
 
+from .int8_openvino import RECIPES as OPENVINO_RECIPES
 from .onnx_export import quiet
 from .smoothing import quantizable_nodes
 
@@ -126,7 +127,8 @@ def named_recipe(name: str, cpu: CpuInfo) -> Recipe:
     prefix, _, count = name.partition("-")
     if prefix == "mixed" and count.isdigit():
         return mixed_recipe(cpu, int(count))
-    raise ExportError(f"unknown --int8 recipe {name!r}: expected auto, {', '.join(known)} or mixed-K")
+    names = [*known, *(r.name for r in OPENVINO_RECIPES)]
+    raise ExportError(f"unknown --int8 recipe {name!r}: expected auto, {', '.join(names)} or mixed-K")
 
 
 def node_methods(model: Any, recipe: Recipe, ranking: Sequence[str] = ()) -> dict[str, NodeMethod]:

@@ -14,16 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
+from bertx.backends import GraphFile, open_graph
 from bertx.errors import ExportError
 from bertx.manifest import Defaults, LayerError, ParityReport, Precision, Thresholds
 from bertx.pooling import cosine_rows, pool
-from bertx.session import create_session
 from bertx.tokenization import TextEncoder
 
 DEFAULT_THRESHOLDS: dict[Precision, Thresholds] = {
     Precision.FP32: Thresholds(max_abs=1e-4, min_cosine=0.99999),
     Precision.FP16: Thresholds(max_abs=None, min_cosine=0.999),
     Precision.INT8: Thresholds(max_abs=None, min_cosine=0.98),
+    Precision.BF16: Thresholds(max_abs=None, min_cosine=0.999),
 }
 BATCH_SIZE = 16
 
@@ -40,7 +41,8 @@ def parse_thresholds(min_cosine: Sequence[str], max_abs: float | None) -> dict[P
         try:
             precision, number = Precision(name.strip()), float(value)
         except ValueError:
-            raise ExportError(f"--min-cosine expects VARIANT=X with VARIANT fp32, int8 or fp16, got {item!r}") from None
+            names = ", ".join(p.value for p in Precision)
+            raise ExportError(f"--min-cosine expects VARIANT=X with VARIANT one of {names}, got {item!r}") from None
         if not sep or not -1.0 <= number <= 1.0:
             raise ExportError(f"--min-cosine expects VARIANT=X with X between -1 and 1, got {item!r}")
         limits[precision] = replace(limits[precision], min_cosine=number)
@@ -71,12 +73,12 @@ def check_parity(
     encoder: TextEncoder,
     input_names: Sequence[str],
     output_names: Sequence[str],
-    variants: dict[Precision, Path],
+    variants: dict[Precision, GraphFile],
     defaults: Defaults,
     thresholds: dict[Precision, Thresholds],
     texts: Sequence[str] | None = None,
 ) -> dict[Precision, ParityReport]:
-    """Run each variant's ONNX file and PyTorch fp32 on the same batches and compare.
+    """Run each variant's graph (with the engine it is made for) and PyTorch fp32 on the same batches and compare.
 
     Returns one report per variant; `report.passed` tells whether it met its thresholds.
     """
@@ -85,7 +87,7 @@ def check_parity(
 
     texts = list(texts) if texts is not None else parity_texts()
     model = AutoModel.from_pretrained(source_path, output_hidden_states=True).eval()
-    sessions = {p: create_session(path) for p, path in variants.items()}
+    sessions = {p: open_graph(graph) for p, graph in variants.items()}
     tallies = {p: _Tally(layer_max=np.zeros(len(output_names))) for p in variants}
     encodings = encoder.encode(texts)
     tokens = sum(len(e.ids) for e in encodings)

@@ -104,8 +104,8 @@ def export(
             "--int8",
             metavar="[auto|RECIPE]",
             help="Add an INT8 variant. Alone or 'auto': measure the recipes on this CPU and keep the fastest "
-            "that meets --int8-target-cosine; or name one (dynamic, smooth-dynamic, blockwise, static-entropy, "
-            "mixed-K, …).",
+            "that meets --int8-target-cosine (OpenVINO candidates too, when installed); or name one (dynamic, "
+            "smooth-dynamic, blockwise, static-entropy, mixed-K, openvino-static, …).",
         ),
     ] = None,
     int8_target_cosine: Annotated[
@@ -118,6 +118,12 @@ def export(
         Path | None, typer.Option(help="Your own calibration text, one per line [default: built-in].")
     ] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="Add an FP16 variant (fp32 inputs/outputs), for GPUs.")] = False,
+    bf16: Annotated[
+        bool,
+        typer.Option(
+            "--bf16", help="Add a bf16 variant, run by OpenVINO: only on CPUs with AVX-512 BF16 or AMX (bertx doctor)."
+        ),
+    ] = False,
     opset: Annotated[int | None, typer.Option(help="ONNX opset [default: Optimum's choice].")] = None,
     max_length: Annotated[
         int | None, typer.Option(help="Max tokens per text [default: the model's or sentence-transformers']")
@@ -139,7 +145,7 @@ def export(
         float | None, typer.Option(help="Override fp32's max abs error threshold per hidden state [1e-4].")
     ] = None,
 ) -> None:
-    """Export MODEL to ONNX with every hidden state, fuse it, add INT8/FP16 variants, check parity."""
+    """Export MODEL to ONNX with every hidden state, fuse it, add INT8/FP16/BF16 variants, check parity."""
     try:
         from .exporter import ExportOptions, Int8Options, OptimizeLevel, export_model, parse_thresholds
     except ImportError as exc:
@@ -159,6 +165,7 @@ def export(
         optimize=OptimizeLevel(optimize.value),
         int8=int8 is not None,
         fp16=fp16,
+        bf16=bf16,
         opset=opset,
         max_length=max_length,
         force=force,
@@ -215,7 +222,12 @@ def embed(
     ] = False,
     dtype: Annotated[DType, typer.Option(help="Float type written to the output file.")] = DType.FLOAT32,
     variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
-    device: Annotated[Device, typer.Option(help="Execution provider (auto: CUDA when available).")] = Device.CPU,
+    device: Annotated[
+        Device | None,
+        typer.Option(
+            help="cpu, cuda, tensorrt, openvino, auto [the variant's engine: onnxruntime's CPU, or OpenVINO]."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per onnxruntime call.")] = 32,
     threads: Annotated[int | None, typer.Option(min=1, help="onnxruntime threads.")] = None,
     allow_fallback: Annotated[
@@ -474,7 +486,8 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 @app.command()
 @_user_errors
 def doctor() -> None:
-    """Show versions, the execution providers that really load, CPU features and the INT8 preset they suit."""
+    """Show versions, the execution providers that really load, OpenVINO, CPU features (AVX2, AVX-512, VNNI,
+    BF16) and the INT8 preset they suit."""
     from .doctor import diagnose
 
     report = diagnose()
@@ -487,10 +500,11 @@ def doctor() -> None:
     cpu = report.cpu
     flags = ", ".join(
         f"{name} {'yes' if on else 'no'}"
-        for name, on in (("AVX2", cpu.avx2), ("AVX-512", cpu.avx512), ("VNNI", cpu.vnni))
+        for name, on in (("AVX2", cpu.avx2), ("AVX-512", cpu.avx512), ("VNNI", cpu.vnni), ("BF16", cpu.bf16))
     )
     out.print(f"cpu           {cpu.model} ({cpu.machine}): {flags}")
     out.print(f"int8 preset   {cpu.int8_preset}")
+    out.print(f"openvino      {report.openvino}")
     for note in report.notes:
         out.print(f"[yellow]note:[/] {note}")
     for problem in report.problems:

@@ -1,4 +1,4 @@
-"""CPU feature detection: which INT8 kernels suit the machine."""
+"""CPU feature detection: which INT8 kernels suit the machine, and whether it computes bf16."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class CpuInfo:
     avx2: bool
     avx512: bool
     vnni: bool
+    bf16: bool = False  # AVX-512 BF16 or AMX: bf16 matmuls in hardware (OpenVINO uses them)
 
     @property
     def int8_preset(self) -> str:
@@ -48,4 +49,5 @@ def cpu_info() -> CpuInfo:
         avx2="avx2" in flags,
         avx512="avx512f" in flags,
         vnni=bool({"avx512_vnni", "avx512vnni", "avx_vnni"} & flags),
+        bf16=bool({"avx512_bf16", "amx_bf16"} & flags),
     )

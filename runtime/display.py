@@ -58,11 +58,19 @@ def layer_table(variants: dict[str, ParityReport]) -> Table:
 def variants_table(manifest: Manifest) -> Table:
     """Files of an artifact with their size and how each was made."""
     table = Table(title="Variants")
-    for column in ("variant", "file", "size", "made with"):
+    for column in ("variant", "file", "size", "runs on", "made with"):
         table.add_column(column)
     for precision, variant in manifest.variants.items():
-        table.add_row(precision.value, variant.file, _size(variant.size_bytes), _how(variant))
+        size = variant.size_bytes + sum(int(f.get("size_bytes", 0)) for f in variant.extra_files.values())
+        table.add_row(precision.value, variant.file, _size(size), _engine(variant), _how(variant))
     return table
+
+
+def _engine(variant: Variant) -> str:
+    """The engine a variant needs, as `device=` names it."""
+    if variant.backend == "openvino":
+        return f"OpenVINO {variant.inference_precision or 'f32'} (device openvino, bertx\\[openvino])"
+    return "onnxruntime (any device)"
 
 
 def _how(variant: Variant) -> str:
@@ -114,12 +122,22 @@ def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -
         title=f"INT8 search: min cosine ≥ {quant.get('target_cosine')} vs PyTorch on {held_out} held-out texts, "
         f"speed on {cpu} (fp32: {quant.get('fp32_texts_per_s')} texts/s{again})"
     )
-    for column in ("recipe", "int8 / blockwise / fp32 nodes", "min cos", "mean cos", "texts/s", "× fp32", "chosen"):
+    for column in (
+        "recipe",
+        "engine",
+        "int8 / blockwise / accurate nodes",
+        "min cos",
+        "mean cos",
+        "texts/s",
+        "× fp32",
+        "chosen",
+    ):
         table.add_column(column, justify="left" if column == "recipe" else "right")
     for c in candidates:
         style = "" if c["meets_target"] else "dim"
         table.add_row(
             c["recipe"],
+            "OpenVINO" if c.get("backend") == "openvino" else "onnxruntime",
             f"{c['int8_nodes']} / {c['blockwise_nodes']} / {c['fp32_nodes']}",
             f"{c['cosine_min']:.4f}",
             f"{c['cosine_mean']:.4f}",

@@ -17,7 +17,18 @@ from .cpu import CpuInfo, cpu_info
 _PROBE = base64.b64decode(
     "CAg6OwoQCgF4EgF5IghJZGVudGl0eRIFcHJvYmVaDwoBeBIKCggIARIECgIIAWIPCgF5EgoKCAgBEgQKAggBQgQKABAN"
 )
-_PACKAGES = ("bertx", "onnxruntime", "onnxruntime-gpu", "tokenizers", "numpy", "torch", "transformers", "optimum-onnx")
+_PACKAGES = (
+    "bertx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "nncf",
+    "tokenizers",
+    "numpy",
+    "torch",
+    "transformers",
+    "optimum-onnx",
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ class Diagnosis:
     cpu: CpuInfo
     problems: tuple[str, ...]
     notes: tuple[str, ...]
+    openvino: str
 
 
 def diagnose() -> Diagnosis:
@@ -61,7 +73,23 @@ def diagnose() -> Diagnosis:
         )
     if not any(c.works and c.name in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for c in checks):
         notes.append("CPU only: install onnxruntime-gpu (instead of onnxruntime) for the CUDA provider")
-    return Diagnosis(platform.python_version(), versions, checks, cpu, tuple(problems), tuple(notes))
+    if cpu.bf16 and not versions["openvino"]:
+        notes.append("this CPU computes bf16: pip install 'bertx[openvino]' for the bf16 variant (about 2× fp32)")
+    return Diagnosis(platform.python_version(), versions, checks, cpu, tuple(problems), tuple(notes), _openvino())
+
+
+def _openvino() -> str:
+    """Whether OpenVINO's CPU plugin loads, and the precisions it offers here."""
+    try:
+        import openvino
+    except ImportError:
+        return "not installed (pip install 'bertx[openvino]')"
+    try:
+        capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except RuntimeError as exc:  # the CPU plugin failed to load
+        return f"installed, CPU plugin fails: {(str(exc).strip().splitlines() or ['?'])[0]}"
+    offered = [name for name in ("FP32", "BF16", "INT8") if name in capabilities]
+    return f"CPU plugin loads: {', '.join(offered)}"
 
 
 def _version(package: str) -> str | None:

@@ -39,6 +39,7 @@ class Precision(str, Enum):
     FP32 = "fp32"
     INT8 = "int8"
     FP16 = "fp16"
+    BF16 = "bf16"
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,11 @@ class Variant:
     quantization: dict[str, Any] | None
     validated: bool
     parity: ParityReport | None
+    # The engine the file is made for and, for OpenVINO, the precision it computes in. An OpenVINO IR
+    # keeps its weights beside the graph: those files are listed with their sha256 and size.
+    backend: str = "onnxruntime"
+    inference_precision: str | None = None
+    extra_files: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,8 @@ class Manifest:
             key = Precision(precision)
         except ValueError:
             raise VariantError(
-                f"unknown variant {precision!r}: expected one of fp32, int8, fp16 (this artifact has {names})"
+                f"unknown variant {precision!r}: expected one of {', '.join(p.value for p in Precision)} "
+                f"(this artifact has {names})"
             ) from None
         if key not in self.variants:
             raise VariantError(f"this artifact has no {key.value} variant; it has {names}")
@@ -262,6 +269,9 @@ def _variant(data: dict[str, Any]) -> Variant:
         quantization=None if data.get("quantization") is None else dict(data["quantization"]),
         validated=bool(data["validated"]),
         parity=report,
+        backend=str(data.get("backend", "onnxruntime")),
+        inference_precision=data.get("inference_precision"),
+        extra_files={str(k): dict(v) for k, v in data.get("extra_files", {}).items()},
     )
 
 

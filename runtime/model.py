@@ -12,6 +12,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from .artifact import check_file, load_tokenizer
+from .backends import Backend, GraphFile, InferencePrecision, Runner, RunOptions, open_graph
 from .chunking import LongTexts, combine_pooled, split, stitch
 from .errors import ArtifactError, InputError, OptionError
 from .layers import Combine, LayerSpec, check_combination, select_layers
@@ -21,7 +22,7 @@ from .options import choice
 from .outputs import TokenEmbeddings, TokenInfo, WordEmbeddings, WordMerge, merge_words, token_embeddings
 from .pooling import l2_normalize, pool
 from .progress import ProgressBar
-from .session import PROVIDERS, Device, TensorRTSettings, create_session, resolve_device
+from .session import Device, TensorRTSettings, resolve_device
 from .tokenization import Batch, check_texts, is_truncated
 
 
@@ -39,15 +40,15 @@ class Model:
         >>> vectors.shape
         (2, 384)
 
-    A `Model` holds one onnxruntime session and one tokenizer, neither of which changes after
-    loading, so the same instance may be used from several threads at once.
+    A `Model` holds one inference session (onnxruntime, or OpenVINO) and one tokenizer, neither of
+    which changes after loading, so the same instance may be used from several threads at once.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         variant: Precision | str = Precision.FP32,
-        device: Device | str = Device.CPU,
+        device: Device | str | None = None,
         threads: int | None = None,
         allow_fallback: bool = False,
         max_batch_size: int = 32,
@@ -56,9 +57,11 @@ class Model:
         self.path = Path(path)
         self.manifest = Manifest.load(self.path)
         self.variant: Variant = self.manifest.variant(variant)
-        requested = resolve_device(choice(Device, device, "device"))
-        onnx_path = self.path / self.variant.file
-        check_file(onnx_path, self.variant.size_bytes, what=f"{self.variant.precision.value} model")
+        graph = variant_graph(self.path, self.variant)
+        requested = _device_for(self.variant, graph, device)
+        check_file(graph.path, self.variant.size_bytes, what=f"{self.variant.precision.value} model")
+        for name, facts in self.variant.extra_files.items():
+            check_file(self.path / name, int(facts["size_bytes"]), what=f"{self.variant.precision.value} weights")
         self.tokenizer = load_tokenizer(self.path, self.manifest)
         tensorrt = TensorRTSettings(
             cache_dir=self.path / "trt-cache" / self.variant.precision.value,
@@ -69,15 +72,13 @@ class Model:
             fp16=self.variant.precision is Precision.FP16,
             int8=self.variant.precision is Precision.INT8,
         )
-        self.session = create_session(
-            onnx_path, requested, threads, allow_fallback, tensorrt if requested is Device.TENSORRT else None, cpu_arena
+        if requested is Device.OPENVINO:
+            graph = GraphFile(graph.path, Backend.OPENVINO, graph.precision or InferencePrecision.F32)
+        self.runner: Runner = open_graph(
+            graph, RunOptions(requested, threads, allow_fallback, tensorrt, cpu_arena, self.path / "ov-cache")
         )
-        active = self.session.get_providers()[0]
-        self.device = next((d for d, name in PROVIDERS.items() if name == active), Device.CPU)
-        # On a GPU, bind inputs and the requested outputs explicitly: each batch crosses to the device
-        # once, and hidden states the request does not need never come back to the host.
-        self._bind_outputs = self.device is not Device.CPU
-        declared = {i.name for i in self.session.get_inputs()}
+        self.device = self.runner.device
+        declared = set(self.runner.input_names)
         if declared != set(self.manifest.inputs):
             raise ArtifactError(
                 f"{self.variant.file} takes inputs {sorted(declared)} but the manifest says "
@@ -89,7 +90,7 @@ class Model:
         cls,
         path: str | os.PathLike[str],
         variant: Precision | str = Precision.FP32,
-        device: Device | str = Device.CPU,
+        device: Device | str | None = None,
         threads: int | None = None,
         allow_fallback: bool = False,
         max_batch_size: int = 32,
@@ -99,9 +100,11 @@ class Model:
 
         Args:
             path: The artifact folder (it holds bertx.json).
-            variant: fp32 (default), int8 or fp16.
-            device: "cpu" (default), "cuda", "tensorrt", or "auto" (CUDA when available, else CPU).
-            threads: onnxruntime intra-op threads; default lets onnxruntime choose.
+            variant: fp32 (default), int8, fp16 or bf16.
+            device: "cpu" (onnxruntime), "cuda", "tensorrt", "openvino" (extra `bertx[openvino]`), or
+                "auto" (CUDA when available, else CPU). Default: the engine the variant was built for
+                (the manifest's `backend`: OpenVINO for bf16 and for an INT8 variant made by NNCF).
+            threads: Inference threads; default lets the engine choose.
             allow_fallback: Run on the CPU with a warning when CUDA is asked for but unavailable,
                 instead of raising `ProviderError`.
             max_batch_size: Largest batch the TensorRT engine profile allows.
@@ -399,21 +402,33 @@ class Model:
                 bar.close()
 
     def _run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        if not self._bind_outputs:
-            return list(self.session.run(names, feeds))
-        binding = self.session.io_binding()
-        for name, array in feeds.items():
-            binding.bind_cpu_input(name, array)
-        for name in names:
-            binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(binding)
-        return list(binding.copy_outputs_to_cpu())
+        return self.runner.run(names, feeds)
 
     def __repr__(self) -> str:
         return (
             f"Model({str(self.path)!r}, variant={self.variant.precision.value!r}, "
             f"device={self.device.value!r}, hidden_size={self.hidden_size})"
         )
+
+
+def variant_graph(folder: Path, variant: Variant) -> GraphFile:
+    """The graph file of a variant and the engine (and precision) the manifest says it is made for."""
+    backend = choice(Backend, variant.backend, "backend")
+    precision = None if variant.inference_precision is None else InferencePrecision(variant.inference_precision)
+    return GraphFile(folder / variant.file, backend, precision)
+
+
+def _device_for(variant: Variant, graph: GraphFile, device: Device | str | None) -> Device:
+    """The device asked for, or the variant's own engine; refuses a pairing that cannot run."""
+    if device is None:
+        return Device.OPENVINO if graph.backend is Backend.OPENVINO else Device.CPU
+    requested = resolve_device(choice(Device, device, "device"))
+    if graph.backend is Backend.OPENVINO and requested is not Device.OPENVINO:
+        raise OptionError(
+            f"the {variant.precision.value} variant is built for OpenVINO ({variant.file}); "
+            f"load it with device='openvino' (or leave device unset), not {requested.value!r}"
+        )
+    return requested
 
 
 def _pooling(value: Pooling | str) -> Pooling | None:

@@ -17,11 +17,13 @@ log = logging.getLogger("bertx")
 
 
 class Device(str, Enum):
-    """Where the model runs; auto picks CUDA when onnxruntime can use it, else the CPU."""
+    """Where the model runs; auto picks CUDA when onnxruntime can use it, else the CPU. openvino runs on
+    the CPU through OpenVINO (extra `bertx[openvino]`)."""
 
     CPU = "cpu"
     CUDA = "cuda"
     TENSORRT = "tensorrt"
+    OPENVINO = "openvino"
     AUTO = "auto"
 
 
@@ -103,6 +105,8 @@ def create_session(
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise OptionError(f"threads must be a positive integer, got {threads!r}")
     device = resolve_device(device)
+    if device not in PROVIDERS:
+        raise OptionError(f"device {device.value!r} is not an onnxruntime execution provider")
     providers = _providers(device, allow_fallback, tensorrt)
     options = ort.SessionOptions()
     options.log_severity_level = 3

@@ -88,7 +88,8 @@ def test_cuda_with_io_binding_matches_the_cpu(minilm_artifact: Path) -> None:
     texts = ["A man is eating food.", "Der Himmel ist blau.", "🙂"]
     cpu = bertx.Model.from_pretrained(minilm_artifact)
     gpu = bertx.Model.from_pretrained(minilm_artifact, device="cuda")
-    assert gpu.device is Device.CUDA and gpu.session.get_providers()[0] == "CUDAExecutionProvider"
+    assert gpu.device is Device.CUDA
+    assert gpu.runner.session.get_providers()[0] == "CUDAExecutionProvider"  # type: ignore[attr-defined]
     np.testing.assert_allclose(gpu.encode(texts, layers="last4"), cpu.encode(texts, layers="last4"), atol=1e-4)
     fp16 = bertx.Model.from_pretrained(minilm_artifact, variant="fp16", device="cuda").encode(texts)
     assert ((fp16 * cpu.encode(texts)).sum(1) >= 0.999).all()

@@ -202,17 +202,17 @@ def test_pre_split_words_and_a_word_alone(model: bertx.Model, states: Any) -> No
 def test_only_needed_outputs_are_fetched(minilm_artifact: Path) -> None:
     model = bertx.Model.from_pretrained(minilm_artifact)
     asked: list[list[str]] = []
-    real_run = model.session.run
+    real_run = model.runner.run
 
     class Recorder:
         def __getattr__(self, name: str) -> Any:
-            return getattr(model.session.__class__, name)
+            return getattr(model.runner, name)
 
         def run(self, names: list[str], feeds: Any) -> Any:
             asked.append(list(names))
             return real_run(names, feeds)
 
-    model.session = Recorder()  # type: ignore[assignment]
+    model.runner = Recorder()  # type: ignore[assignment]
     model.encode(TEXTS[:2])
     model.encode(TEXTS[:2], layers=[-2, 2], pooling="cls")
     model.encode(TEXTS[:2], pooling="first_last_avg")
