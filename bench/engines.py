@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 import bertx
+from bertx.backends import InferencePrecision
 from bertx.manifest import Manifest, Pooling, Precision
 from bertx.pooling import l2_normalize, pool
 
@@ -25,6 +26,12 @@ PYTORCH = "pytorch-fp32"
 ST_TORCH = "sentence-transformers"
 ST_ONNX = "sentence-transformers-onnx"
 OPTIMUM = "optimum-ort"
+# The fastest things people run instead (see peers.py).
+ST_QINT8 = "st-onnx-qint8"
+ST_OPENVINO = "st-openvino"
+OPENVINO_NNCF = "openvino-int8-nncf"
+FASTEMBED = "fastembed"
+PEERS = (ST_QINT8, ST_OPENVINO, OPENVINO_NNCF, FASTEMBED)
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class Skipped:
 
 def engine_names(manifest: Manifest) -> list[str]:
     """All engines for an artifact, PyTorch fp32 (the reference) first."""
-    return [PYTORCH, ST_TORCH, ST_ONNX, OPTIMUM] + [f"bertx-{p.value}" for p in manifest.variants]
+    return [PYTORCH, ST_TORCH, ST_ONNX, OPTIMUM, *PEERS] + [f"bertx-{p.value}" for p in manifest.variants]
 
 
 def load_engine(name: str, artifact: Path, threads: int) -> Engine | Skipped:
@@ -65,6 +72,11 @@ def load_engine(name: str, artifact: Path, threads: int) -> Engine | Skipped:
             return _sentence_transformers(source, manifest, threads, onnx=name == ST_ONNX)
         if name == OPTIMUM:
             return _optimum(source, manifest, threads)
+        if name in PEERS:
+            from .peers import load_peer
+
+            peer: Engine | Skipped = load_peer(name, artifact, source, manifest, threads)
+            return peer
     except ImportError as exc:
         return Skipped(name, f"not installed ({exc.name or exc})")
     except Exception as exc:  # a peer failing to load must not stop the benchmark; report it
@@ -79,10 +91,16 @@ def _pooled(hidden: np.ndarray, mask: np.ndarray, manifest: Manifest) -> np.ndar
 
 def _bertx(artifact: Path, precision: Precision, threads: int) -> Engine:
     model = bertx.Model.from_pretrained(artifact, variant=precision, threads=threads)
+    variant = model.variant
+    runner = model.runner
+    engine = "onnxruntime"
+    if variant.backend == "openvino":
+        engine = f"OpenVINO {getattr(runner, 'precision', InferencePrecision.F32).value}"
     return Engine(
         f"bertx-{precision.value}",
         lambda texts, batch: model.encode(list(texts), batch_size=batch),
-        model.variant.size_bytes,
+        variant.size_bytes + sum(int(f["size_bytes"]) for f in variant.extra_files.values()),
+        {"engine": engine},
     )
 
 

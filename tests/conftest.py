@@ -120,11 +120,14 @@ def tiny_artifact(tiny_bert: Path, export_tiny: Callable[..., Path]) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The packaged all-MiniLM-L6-v2 exported with fp32, int8 and fp16 (the real model, for truth)."""
+    """The packaged all-MiniLM-L6-v2 exported with fp32, int8 and fp16, and bf16 where the CPU computes
+    it (the real model, for truth)."""
+    from bertx.cpu import cpu_info
     from bertx.exporter import ExportOptions, export_model
 
     out = tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2"
-    return export_model(ExportOptions(model=MINILM_ID, output=out, int8=True, fp16=True), quiet_mode=True).path
+    options = ExportOptions(model=MINILM_ID, output=out, int8=True, fp16=True, bf16=cpu_info().bf16)
+    return export_model(options, quiet_mode=True).path
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ def results(tiny_artifact: Path) -> harness.Results:
         latency_texts=5,
         repeats=2,
         engines=(PYTORCH, ST_TORCH, "bertx-fp32", "bertx-int8"),
+        isolated=False,  # in this process, so that the test can hide sentence-transformers
     )
     try:
         return harness.run(tiny_artifact, settings)
@@ -112,3 +113,24 @@ def test_preset_int8_needs_a_preset(tiny_artifact: Path) -> None:
     args = [sys.executable, "-m", "bertx.cli", "bench", str(tiny_artifact), "--preset-int8", "dynamic"]
     result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 2 and "--preset-int8 applies only with --preset" in result.stderr, result.stderr
+
+
+def test_engines_measured_in_their_own_processes(tiny_artifact: Path) -> None:
+    settings = harness.Settings(
+        batch_sizes=(4,),
+        fixed_lengths=(),
+        corpus_limit=8,
+        latency_texts=3,
+        repeats=1,
+        engines=(PYTORCH, "bertx-fp32", "no-such-engine"),
+        process_checks=False,
+    )
+    results = harness.run(tiny_artifact, settings)
+    assert [s.name for s in results.skipped] == ["no-such-engine"] and "unknown engine" in results.skipped[0].reason
+    facts = {f.engine: f for f in results.engines}
+    assert facts["bertx-fp32"].cosine_min is not None and facts["bertx-fp32"].cosine_min > 0.99999
+    assert facts["bertx-fp32"].details == {"engine": "onnxruntime"}
+    assert {(r.engine, r.workload, r.batch_size, r.texts) for r in results.rows} == {
+        (PYTORCH, "corpus", 4, 8),
+        ("bertx-fp32", "corpus", 4, 8),
+    }

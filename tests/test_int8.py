@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -193,3 +194,16 @@ def test_fixed_recipe_with_own_calibration_text(tiny_bert: Path, tmp_path: Path)
     want = np.stack([states[-1][0] for states in torch_hidden_states(tiny_bert, texts, 128)])
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert cos.min() >= 0.95
+
+
+def test_below_target_kept_recipe_passes_the_gate_it_was_kept_for(
+    tiny_bert: Path, export_tiny: Callable[..., Path]
+) -> None:
+    from bertx.exporter import Int8Options
+
+    options = Int8Options(recipe="dynamic-per-tensor", target_cosine=1.0, allow_below_target=True)
+    artifact = export_tiny(tiny_bert, int8=True, int8_options=options)
+    variant = bertx.Manifest.load(artifact).variants[bertx.Precision.INT8]
+    assert variant.quantization is not None and variant.quantization["meets_target"] is False
+    assert variant.parity is not None and variant.parity.passed
+    assert variant.parity.thresholds.min_cosine <= min(0.98, variant.parity.cosine_min)
