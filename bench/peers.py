@@ -112,9 +112,10 @@ def _precision(model: Any) -> str:
     """The precision OpenVINO chose for the compiled model (bf16 on CPUs that have it)."""
     compiled = getattr(model[0].auto_model, "request", None)
     try:
-        return str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # type: ignore[union-attr]
+        hint = compiled.get_property("INFERENCE_PRECISION_HINT")  # type: ignore[union-attr]
     except Exception:  # older optimum-intel keeps an infer request here, or nothing before the first call
         return "unknown"
+    return str(getattr(hint, "get_type_name", lambda: hint)())
 
 
 def _st_openvino(folder: Path, manifest: Manifest, threads: int) -> Engine:
@@ -123,7 +124,7 @@ def _st_openvino(folder: Path, manifest: Manifest, threads: int) -> Engine:
     )
     encode = _encoder(model, normalize)
     encode(["warm-up"], 1)
-    size = sum(f.stat().st_size for f in folder.rglob("openvino*.bin"))
+    size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))  # the IR is built in memory from these
     return Engine(ST_OPENVINO, encode, size, {"precision": _precision(model)})
 
 
@@ -140,6 +141,8 @@ def _openvino_nncf(folder: Path, manifest: Manifest, threads: int) -> Engine:
 
 def _quantize_with_nncf(folder: Path, manifest: Manifest, threads: int) -> None:
     """NNCF static INT8 of the sentence-transformers OpenVINO model, as OpenVINO's guides do it."""
+    import logging
+
     import nncf
     import openvino as ov
 
@@ -155,8 +158,9 @@ def _quantize_with_nncf(folder: Path, manifest: Manifest, threads: int) -> None:
     texts = calibration_texts()
     batches = []
     for start in range(0, len(texts), 16):
-        features = model.tokenize(texts[start : start + 16])
+        features = getattr(model, "preprocess", model.tokenize)(texts[start : start + 16])
         batches.append({k: v.numpy() for k, v in features.items() if k in names})
+    nncf.set_log_level(logging.ERROR)
     with quiet():
         quantized = nncf.quantize(
             ov_model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches)

@@ -28,6 +28,7 @@ def preset_artifact(
 
     An artifact already built is reused when its INT8 variant came from `int8_recipe` (any recipe the
     search chose counts for "auto"); otherwise it is exported again."""
+    from bertx.cpu import cpu_info
     from bertx.errors import OptionError
     from bertx.exporter import ExportOptions, Int8Options, export_model
     from bertx.exporter.resolve import resolve_model
@@ -36,8 +37,10 @@ def preset_artifact(
         raise OptionError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
     source = models_dir / "sources" / f"{name}-random-weights"
     artifact = models_dir / f"{name}-random-weights"
+    wants_bf16 = cpu_info().bf16
     if (artifact / "bertx.json").is_file() and _int8_matches(artifact, int8, int8_recipe):
-        return artifact
+        if not wants_bf16 or '"bf16"' in (artifact / "bertx.json").read_text(encoding="utf-8"):
+            return artifact
     if not (source / "config.json").is_file():
         import torch
         from transformers import AutoTokenizer, BertConfig, BertModel
@@ -48,7 +51,15 @@ def preset_artifact(
         AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(source)
     int8_options = Int8Options(recipe=int8_recipe, allow_below_target=True)
     export_model(
-        ExportOptions(model=str(source), output=artifact, int8=int8, fp16=fp16, int8_options=int8_options, force=True)
+        ExportOptions(
+            model=str(source),
+            output=artifact,
+            int8=int8,
+            fp16=fp16,
+            bf16=wants_bf16,
+            int8_options=int8_options,
+            force=True,
+        )
     )
     return artifact
 

@@ -59,7 +59,7 @@ def unavailable(cpu: CpuInfo) -> str | None:
         import nncf  # noqa: F401
         import openvino  # noqa: F401
     except ImportError as exc:
-        return f"{exc.name} is not installed (pip install 'bertx[export,openvino]')"
+        return f"{exc.name} is not installed (pip install 'bertx[export]')"
     return None
 
 
@@ -93,9 +93,12 @@ def build(
     reason = unavailable(cpu)
     if reason is not None:
         raise ExportError(f"cannot build {recipe.name}: {reason}")
+    import logging
+
     import nncf
     import openvino as ov
 
+    nncf.set_log_level(logging.ERROR)  # its progress bars would break the export's own progress lines
     kept = ffn_out_matmuls(exported) if recipe.keep_ffn_out else []
     advanced = nncf.AdvancedQuantizationParameters()
     if recipe.smooth_alpha is not None:
