@@ -36,6 +36,10 @@ _PACKAGES = (
     "transformers",
     "sentence-transformers",
     "optimum-onnx",
+    "openvino",
+    "nncf",
+    "optimum-intel",
+    "fastembed",
 )
 
 
@@ -48,6 +52,7 @@ def machine() -> dict[str, Any]:
         "avx2": cpu.avx2,
         "avx512": cpu.avx512,
         "vnni": cpu.vnni,
+        "bf16": cpu.bf16,
         "cores": os.cpu_count(),
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -27,7 +27,8 @@ def summary(results: list[dict[str, Any]]) -> str:
         lines += [
             f"**{name}**{weights} — real-text corpus ({texts:,} texts), "
             f"batch {batch}, {settings['threads']} threads, {machine['cpu']} ({machine['cores']} cores, "
-            f"AVX2 {machine['avx2']}, VNNI {machine['vnni']}). Command: `{data['command']}`",
+            f"AVX2 {machine['avx2']}, VNNI {machine['vnni']}, BF16 {machine.get('bf16', '?')}). "
+            f"Command: `{data['command']}`",
             "",
             "| engine | texts/s | × PyTorch fp32 | × sentence-transformers | min / mean cosine vs PyTorch | "
             "p50 ms (batch 1) | cold start s | peak RSS MB |",
@@ -39,8 +40,10 @@ def summary(results: list[dict[str, Any]]) -> str:
                 continue
             fact = facts[row["engine"]]
             cos = "-" if fact["cosine_min"] is None else f"{fact['cosine_min']:.4f} / {fact['cosine_mean']:.4f}"
+            ran = ", ".join(str(v) for v in fact.get("details", {}).values())
+            engine = f"{row['engine']} ({ran})" if ran else row["engine"]
             lines.append(
-                f"| {row['engine']} | {row['texts_per_s']:,.1f} | {_ratio(row['ratio_to_pytorch'])} "
+                f"| {engine} | {row['texts_per_s']:,.1f} | {_ratio(row['ratio_to_pytorch'])} "
                 f"| {_ratio(row['ratio_to_st'])} | {cos} | {fact['latency_ms'].get('p50', 0):.1f} "
                 f"| {_num(fact['cold_start_s'], 2)} | {_num(fact['peak_rss_mb'], 0)} |"
             )
