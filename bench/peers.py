@@ -14,6 +14,8 @@ folder (often inside site-packages) is never written to.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,7 +163,7 @@ def _quantize_with_nncf(folder: Path, manifest: Manifest, threads: int) -> None:
         features = getattr(model, "preprocess", model.tokenize)(texts[start : start + 16])
         batches.append({k: v.numpy() for k, v in features.items() if k in names})
     nncf.set_log_level(logging.ERROR)
-    with quiet():
+    with quiet(), contextlib.redirect_stdout(io.StringIO()):
         quantized = nncf.quantize(
             ov_model, nncf.Dataset(batches), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(batches)
         )

@@ -81,6 +81,8 @@ class Int8Options:
     target_cosine: float = DEFAULT_TARGET
     allow_below_target: bool = False
     calibration_file: Path | None = None
+    # Which engines `auto` may pick from: onnxruntime, openvino, or both (deploy where you serve).
+    engines: tuple[Backend, ...] = (Backend.ONNXRUNTIME, Backend.OPENVINO)
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ def quantize_int8(
         )
         return candidate
 
-    if options.recipe == "auto":
+    if options.recipe == "auto" and Backend.ONNXRUNTIME in options.engines:
         for recipe in recipes_for(cpu):
             measure(recipe)
         ranking = _sensitivity(base, source_graph(mixed_recipe(cpu, 0)), context, cpu, progress)
@@ -227,11 +229,18 @@ def quantize_int8(
                         failed = middle
                 break
             failed = k
+    if options.recipe == "auto" and Backend.OPENVINO in options.engines:
         skipped = openvino_unavailable(cpu)
         if skipped is not None:
             progress(f"int8: OpenVINO candidates skipped: {skipped}")
         for ov_recipe in openvino_recipes(cpu):
             measure_openvino(ov_recipe)
+    if options.recipe == "auto":
+        if not candidates:
+            raise ExportError(
+                "--int8 auto found no candidate it could build: OpenVINO is not usable here and the search "
+                "was limited to it (--int8-engine openvino); install it or allow onnxruntime"
+            )
     elif openvino_named(options.recipe) is not None:
         measure_openvino(openvino_named(options.recipe))  # type: ignore[arg-type]
     else:

@@ -11,6 +11,8 @@ feed-forward output projections, whose input carries per-token outliers that no 
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +108,8 @@ def build(
     model = ov.Core().read_model(str(exported))
     dataset = nncf.Dataset([batch.feeds(input_names) for batch in calibration])
     try:
-        with quiet():
+        # NNCF draws its own progress bars on stdout, which the export's progress lines own.
+        with quiet(), contextlib.redirect_stdout(io.StringIO()):
             quantized = nncf.quantize(
                 model,
                 dataset,

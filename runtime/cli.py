@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .backends import Backend
 from .chunking import LongTexts
 from .display import int8_search_table, layer_table, parity_table, variants_table
 from .errors import BertxError, InputFileError, MissingDependencyError, OptionError
@@ -46,6 +47,21 @@ class OptimizeChoice(str, Enum):
     O1 = "O1"
     O2 = "O2"
     O3 = "O3"
+
+
+class Int8Engine(str, Enum):
+    """Which engines the INT8 search may choose a variant for."""
+
+    ANY = "any"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+
+
+_INT8_ENGINES = {
+    Int8Engine.ANY: (Backend.ONNXRUNTIME, Backend.OPENVINO),
+    Int8Engine.ONNXRUNTIME: (Backend.ONNXRUNTIME,),
+    Int8Engine.OPENVINO: (Backend.OPENVINO,),
+}
 
 
 def _user_errors(command: F) -> F:
@@ -117,6 +133,10 @@ def export(
     calibration_file: Annotated[
         Path | None, typer.Option(help="Your own calibration text, one per line [default: built-in].")
     ] = None,
+    int8_engine: Annotated[
+        Int8Engine,
+        typer.Option(help="Engines --int8 auto may choose from: any, onnxruntime (e.g. for GPUs) or openvino."),
+    ] = Int8Engine.ANY,
     fp16: Annotated[bool, typer.Option("--fp16", help="Add an FP16 variant (fp32 inputs/outputs), for GPUs.")] = False,
     bf16: Annotated[
         bool,
@@ -159,6 +179,7 @@ def export(
             target_cosine=int8_target_cosine,
             allow_below_target=allow_below_target,
             calibration_file=calibration_file,
+            engines=_INT8_ENGINES[int8_engine],
         ),
         model=model,
         output=output,

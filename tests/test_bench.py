@@ -90,7 +90,7 @@ def test_readme_block_is_generated_from_results(results: harness.Results, tmp_pa
     text = readme.read_text()
     assert "stale-table" not in text and text.endswith("after\n") and "`bertx bench tiny --repeats 2`" in text
     fp32 = next(r for r in results.rows if r.engine == "bertx-fp32" and r.workload == "corpus" and r.batch_size == 4)
-    assert f"| bertx-fp32 | {fp32.texts_per_s:,.1f} | {fp32.ratio_to_pytorch:.2f}× |" in text
+    assert f"| bertx-fp32 (onnxruntime) | {fp32.texts_per_s:,.1f} | {fp32.ratio_to_pytorch:.2f}× |" in text
     assert "| sentence-transformers | skipped: not installed" in text
 
 

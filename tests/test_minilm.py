@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import bertx
+from bertx.cpu import cpu_info
 from bertx.exporter.parity import parity_texts
 from bertx.manifest import Pooling, Precision
 
@@ -93,7 +94,8 @@ def test_every_variant_within_thresholds_and_shown_by_info(minilm_artifact: Path
     import sys
 
     manifest = bertx.Manifest.load(minilm_artifact)
-    assert list(manifest.variants) == [Precision.FP32, Precision.INT8, Precision.FP16]
+    with_bf16 = [Precision.BF16] if cpu_info().bf16 else []
+    assert list(manifest.variants) == [Precision.FP32, Precision.INT8, Precision.FP16, *with_bf16]
     for variant in manifest.variants.values():
         assert variant.parity is not None and variant.parity.passed and not variant.parity.nonfinite
     fp16 = manifest.variants[Precision.FP16].parity

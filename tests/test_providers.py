@@ -30,7 +30,7 @@ def test_auto_picks_what_is_available_and_logs_it(tiny_artifact: Path, caplog: p
 
 
 def test_unknown_device_lists_the_valid_ones(tiny_artifact: Path) -> None:
-    with pytest.raises(OptionError, match="expected one of cpu, cuda, tensorrt, auto"):
+    with pytest.raises(OptionError, match="expected one of cpu, cuda, tensorrt, openvino, auto"):
         bertx.Model.from_pretrained(tiny_artifact, device="tpu")
 
 
