@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
 .PHONY: install demo test lint typecheck bench clean
+comma := ,
 
 $(VENV)/.bertx-deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,16 +34,19 @@ typecheck: install
 test: lint typecheck
 	$(VENV)/bin/pytest
 
-# Speed, memory and accuracy side by side (about 45 minutes on 2 cores); rewrites bench/results and
+# bf16 only where the CPU computes it (AVX-512 BF16 or AMX); elsewhere --bf16 is refused.
+BF16 := $(shell grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && echo --bf16)
+
+# Speed, memory and accuracy side by side (about an hour on 2 cores); rewrites bench/results and
 # the README's performance table. Random-weight bert-base gets one fixed INT8 recipe: the full search
 # would take most of an hour there, and its accuracy means little on random weights.
 bench: install
-	$(VENV)/bin/bertx export sentence-transformers/all-MiniLM-L6-v2 --int8 --fp16 --force
+	$(VENV)/bin/bertx export sentence-transformers/all-MiniLM-L6-v2 --int8 --fp16 $(BF16) --force
 	$(VENV)/bin/bertx bench models/all-MiniLM-L6-v2 --out bench/results --name all-MiniLM-L6-v2
 	$(VENV)/bin/bertx bench --preset bert-base-uncased --preset-int8 split-dynamic \
 		--out bench/results --name bert-base-uncased-random-weights \
 		--texts 128 --fixed-count 8 --lengths 128,512 --batch-sizes 1,32 --repeats 2 \
-		--engines pytorch-fp32,sentence-transformers,bertx-fp32,bertx-int8
+		--engines pytorch-fp32,sentence-transformers,st-openvino,openvino-int8-nncf,bertx-fp32,bertx-int8$(if $(BF16),$(comma)bertx-bf16)
 	$(PY) -m bertx.bench.summary README.md bench/results/all-MiniLM-L6-v2.json \
 		bench/results/bert-base-uncased-random-weights.json
 
