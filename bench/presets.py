@@ -32,6 +32,7 @@ def preset_artifact(
     from bertx.errors import OptionError
     from bertx.exporter import ExportOptions, Int8Options, export_model
     from bertx.exporter.resolve import resolve_model
+    from bertx.manifest import Manifest, Precision
 
     if name not in PRESETS:
         raise OptionError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
@@ -39,7 +40,7 @@ def preset_artifact(
     artifact = models_dir / f"{name}-random-weights"
     wants_bf16 = cpu_info().bf16
     if (artifact / "bertx.json").is_file() and _int8_matches(artifact, int8, int8_recipe):
-        if not wants_bf16 or '"bf16"' in (artifact / "bertx.json").read_text(encoding="utf-8"):
+        if not wants_bf16 or Precision.BF16 in Manifest.load(artifact).variants:
             return artifact
     if not (source / "config.json").is_file():
         import torch

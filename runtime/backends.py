@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import onnxruntime as ort
 
 from .session import PROVIDERS, Device, TensorRTSettings, create_session
 
@@ -109,8 +108,3 @@ def open_graph(graph: GraphFile | Path, options: RunOptions | None = None) -> Ru
 
         return OpenVINORunner(graph.path, graph.precision or InferencePrecision.F32, options)
     return OnnxRuntimeRunner(graph.path, options)
-
-
-def available_providers() -> list[str]:
-    """onnxruntime's execution providers in this installation."""
-    return list(ort.get_available_providers())

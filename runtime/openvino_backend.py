@@ -16,7 +16,7 @@ import numpy as np
 
 from .backends import InferencePrecision, RunOptions
 from .errors import ArtifactError, MissingDependencyError, OptionError
-from .session import Device
+from .session import Device, check_threads
 
 INSTALL = "pip install 'bertx[openvino]'"
 
@@ -28,12 +28,6 @@ def import_openvino() -> Any:
     except ImportError as exc:
         raise MissingDependencyError(f"the OpenVINO backend needs the openvino package: {INSTALL}") from exc
     return openvino
-
-
-def cpu_has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX-512 BF16 or AMX)."""
-    ov = import_openvino()
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 class OpenVINORunner:
@@ -50,9 +44,7 @@ class OpenVINORunner:
         if options.device not in (Device.OPENVINO, Device.CPU, Device.AUTO):
             raise OptionError(f"an OpenVINO graph runs with device='openvino', not {options.device.value!r}")
         ov = import_openvino()
-        threads = options.threads
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise OptionError(f"threads must be a positive integer, got {threads!r}")
+        threads = check_threads(options.threads)
         core = ov.Core()
         if precision is InferencePrecision.BF16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise OptionError(

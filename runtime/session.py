@@ -79,6 +79,13 @@ class TensorRTSettings:
         }
 
 
+def check_threads(threads: int | None) -> int | None:
+    """`threads` if it is None or a positive integer, else an `OptionError`."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise OptionError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
 def resolve_device(device: Device) -> Device:
     """Turn `auto` into the best device onnxruntime offers here (CUDA, else CPU), and log the choice."""
     if device is not Device.AUTO:
@@ -102,8 +109,7 @@ def create_session(
     `allow_fallback` is set, in which case the CPU is used and a `FallbackWarning` says so.
     `cpu_arena=False` returns memory to the system between calls (smaller peak, a little slower).
     """
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise OptionError(f"threads must be a positive integer, got {threads!r}")
+    check_threads(threads)
     device = resolve_device(device)
     if device not in PROVIDERS:
         raise OptionError(f"device {device.value!r} is not an onnxruntime execution provider")
