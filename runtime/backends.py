@@ -62,7 +62,7 @@ class RunOptions:
     allow_fallback: bool = False
     tensorrt: TensorRTSettings | None = None
     cpu_arena: bool = True
-    cache_dir: Path | None = None
+    cache_dir: Path | None = None  # OpenVINO's compiled-model cache; None caches nothing
 
 
 class OnnxRuntimeRunner:

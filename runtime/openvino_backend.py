@@ -58,7 +58,7 @@ class OpenVINORunner:
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
-        cache = _cache_dir(path, options.cache_dir)
+        cache = _cache_dir(options.cache_dir) if options.cache_dir is not None else None
         if cache is not None:
             config["CACHE_DIR"] = str(cache)
         try:
@@ -89,11 +89,11 @@ class OpenVINORunner:
             self._requests.put(request)
 
 
-def _cache_dir(path: Path, wanted: Path | None) -> Path | None:
-    """Where compiled models are cached: `wanted`, else `ov-cache/` in the artifact folder when it is
-    writable, else the user's cache folder; None when no folder can be written."""
-    candidates = [wanted] if wanted is not None else [path.parent / "ov-cache", _user_cache() / "openvino"]
-    for folder in candidates:
+def _cache_dir(wanted: Path) -> Path | None:
+    """Where compiled models are cached: `wanted` (the artifact's `ov-cache/`) when it can be written, else
+    the user's cache folder; None when no folder can be written. Without a wanted folder nothing is cached,
+    so the exporter's own runs leave no machine-specific blobs in the artifact it writes."""
+    for folder in (wanted, _user_cache() / "openvino"):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError:
