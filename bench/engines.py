@@ -7,6 +7,7 @@ the engine, not the batching. A peer that is not installed, or fails to load, is
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,14 +35,23 @@ FASTEMBED = "fastembed"
 PEERS = (ST_QINT8, ST_OPENVINO, OPENVINO_NNCF, FASTEMBED)
 
 
+DEFAULT_BATCH = 32  # what sentence-transformers and most peers batch by when not told
+
+
 @dataclass(frozen=True)
 class Engine:
-    """A loaded engine: `encode(texts, batch_size)` returns one float32 vector per text."""
+    """A loaded engine: `encode(texts, batch_size)` returns one float32 vector per text, batches cut by
+    text count; `encode_default(texts)` runs the engine as its users run it untold (bertx: its token
+    budget), or `encode(texts, 32)` where the engine has no other default."""
 
     name: str
     encode: Encoder
     size_bytes: int
     details: dict[str, str] = field(default_factory=dict)  # what ran, e.g. the precision OpenVINO chose
+    default: Callable[[Sequence[str]], np.ndarray] | None = None
+
+    def encode_default(self, texts: Sequence[str]) -> np.ndarray:
+        return self.default(texts) if self.default is not None else self.encode(texts, DEFAULT_BATCH)
 
 
 @dataclass(frozen=True)
@@ -96,11 +106,15 @@ def _bertx(artifact: Path, precision: Precision, threads: int) -> Engine:
     engine = "onnxruntime"
     if variant.backend == "openvino":
         engine = f"OpenVINO {getattr(runner, 'precision', InferencePrecision.F32).value}"
+    # Batch-size rows cut batches by count, as every peer does; the default row keeps the token budget.
+    by_count = copy.copy(model)
+    by_count.batch_tokens = None
     return Engine(
         f"bertx-{precision.value}",
-        lambda texts, batch: model.encode(list(texts), batch_size=batch),
+        lambda texts, batch: by_count.encode(list(texts), batch_size=batch),
         variant.size_bytes + sum(int(f["size_bytes"]) for f in variant.extra_files.values()),
         {"engine": engine},
+        lambda texts: model.encode(list(texts)),
     )
 
 

@@ -27,6 +27,7 @@ from .engines import PYTORCH, ST_TORCH, Engine, Skipped, engine_names, load_engi
 from .process import cold_start, measure_isolated, peak_rss
 
 FIXED_LENGTHS = (16, 128, 512)
+DEFAULTS = 0  # the batch size recorded for a run with the engine's own default settings
 
 
 def corpus_texts() -> list[str]:
@@ -96,7 +97,8 @@ class EngineFacts:
     cosine_mean: float | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
     cold_start_s: float | None = None
-    peak_rss_mb: float | None = None
+    peak_rss_mb: float | None = None  # embedding the corpus with the engine's defaults
+    peak_rss_batch32_mb: float | None = None  # the same, 32 texts a batch
     details: dict[str, str] = field(default_factory=dict)
 
 
@@ -164,7 +166,8 @@ def _run(artifact: Path, settings: Settings, progress: Callable[[str], None]) ->
         if settings.process_checks:
             progress(f"{name}: cold start and peak RSS")
             fact.cold_start_s = cold_start(name, artifact, settings.threads)
-            fact.peak_rss_mb = peak_rss(name, artifact, settings.threads, corpus)
+            fact.peak_rss_mb = peak_rss(name, artifact, settings.threads, corpus, None)
+            fact.peak_rss_batch32_mb = peak_rss(name, artifact, settings.threads, corpus, 32)
         facts.append(fact)
     _derive(rows)
     return Results(str(artifact), _random_weights(manifest), settings, rows, facts, skipped)
@@ -176,7 +179,8 @@ class Measured:
 
     size_bytes: int
     vectors: np.ndarray
-    timings: list[tuple[str, int, int, list[float]]]  # workload, batch size, texts, seconds per repeat
+    # workload, batch size (DEFAULTS: the engine's own settings), texts, seconds per repeat
+    timings: list[tuple[str, int, int, list[float]]]
     latency_ms: dict[str, float]
     details: dict[str, str]
 
@@ -199,12 +203,18 @@ def measure(
             progress(f"{engine.name}: {workload} at batch {batch}")
             seconds = [_timed(engine, texts_here, batch) for _ in range(settings.repeats)]
             timings.append((workload, batch, len(texts_here), seconds))
+    progress(f"{engine.name}: corpus with its default settings")
+    seconds = [_timed(engine, corpus, DEFAULTS) for _ in range(settings.repeats)]
+    timings.append(("corpus", DEFAULTS, len(corpus), seconds))
     return Measured(engine.size_bytes, np.asarray(vectors, dtype=np.float32), timings, latency, dict(engine.details))
 
 
 def _timed(engine: Engine, texts: Sequence[str], batch: int) -> float:
     start = time.perf_counter()
-    engine.encode(texts, batch)
+    if batch == DEFAULTS:
+        engine.encode_default(texts)
+    else:
+        engine.encode(texts, batch)
     return time.perf_counter() - start
 
 

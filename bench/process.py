@@ -42,12 +42,13 @@ def cold_start(engine: str, artifact: Path, threads: int) -> float | None:
     return statistics.median(times)
 
 
-def peak_rss(engine: str, artifact: Path, threads: int, texts: Sequence[str]) -> float | None:
-    """Peak resident memory (MB) of a process that only loads the engine and embeds `texts` at batch 32."""
+def peak_rss(engine: str, artifact: Path, threads: int, texts: Sequence[str], batch: int | None) -> float | None:
+    """Peak resident memory (MB) of a process that only loads the engine and embeds `texts` at `batch`
+    texts a batch, or with the engine's defaults for None."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as handle:
         handle.write("\n".join(t.replace("\n", " ") for t in texts))
     try:
-        result = _worker([engine, str(artifact), str(threads), "rss", handle.name])
+        result = _worker([engine, str(artifact), str(threads), "rss", handle.name, str(batch or "default")])
     finally:
         Path(handle.name).unlink(missing_ok=True)
     if result.returncode != 0:

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from bertx.cpu import cpu_info
 
-from .harness import Results, as_dict
+from .harness import DEFAULTS, Results, as_dict
 
 _COLUMNS = (
     "engine",
@@ -83,7 +83,7 @@ def headline_table(results: Results, workload: str = "corpus") -> Table:
         fact = facts[row.engine]
         table.add_row(
             row.engine,
-            str(row.batch_size),
+            _batch(row.batch_size),
             f"{row.texts_per_s:,.1f}",
             f"{row.spread[0]:,.0f}–{row.spread[1]:,.0f}",
             f"{row.tokens_per_s:,.0f}",
@@ -98,7 +98,7 @@ def headline_table(results: Results, workload: str = "corpus") -> Table:
 def engines_table(results: Results) -> Table:
     """Latency at batch 1, cold start, peak RSS and size per engine."""
     table = Table(title="Per engine")
-    for column in ("engine", "p50 ms", "p95 ms", "p99 ms", "cold start s", "peak RSS MB", "size MB"):
+    for column in ("engine", "p50 ms", "p95 ms", "p99 ms", "cold start s", "peak RSS MB", "at batch 32", "size MB"):
         table.add_column(column, justify="left" if column == "engine" else "right")
     for fact in results.engines:
         lat = fact.latency_ms
@@ -108,11 +108,12 @@ def engines_table(results: Results) -> Table:
             f"{lat.get('p95', 0):.1f}",
             f"{lat.get('p99', 0):.1f}",
             "-" if fact.cold_start_s is None else f"{fact.cold_start_s:.2f}",
-            "-" if fact.peak_rss_mb is None else f"{fact.peak_rss_mb:.0f}",
+            _mb(fact.peak_rss_mb),
+            _mb(fact.peak_rss_batch32_mb),
             f"{fact.size_bytes / 1e6:.1f}",
         )
     for skipped in results.skipped:
-        table.add_row(f"[yellow]{skipped.name}[/]", f"[yellow]skipped: {skipped.reason}[/]", "", "", "", "", "")
+        table.add_row(f"[yellow]{skipped.name}[/]", f"[yellow]skipped: {skipped.reason}[/]", "", "", "", "", "", "")
     return table
 
 
@@ -142,7 +143,7 @@ def markdown(results: Results, command: str) -> str:
         for row in (r for r in results.rows if r.workload == workload):
             fact = facts[row.engine]
             lines.append(
-                f"| {row.engine} | {row.batch_size} | {row.texts_per_s:,.1f} "
+                f"| {row.engine} | {_batch(row.batch_size)} | {row.texts_per_s:,.1f} "
                 f"| {row.spread[0]:,.0f}–{row.spread[1]:,.0f} "
                 f"| {row.tokens_per_s:,.0f} | {_ratio(row.ratio_to_pytorch)} | {_ratio(row.ratio_to_st)} "
                 f"| {_cos(fact.cosine_min)} | {_cos(fact.cosine_mean)} |"
@@ -151,19 +152,19 @@ def markdown(results: Results, command: str) -> str:
         "",
         "## Per engine",
         "",
-        "| engine | p50 ms (batch 1) | p95 ms | p99 ms | cold start s | peak RSS MB | size MB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| engine | p50 ms (batch 1) | p95 ms | p99 ms | cold start s | peak RSS MB (defaults) "
+        "| peak RSS MB (batch 32) | size MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for fact in results.engines:
         lat = fact.latency_ms
         cold = "-" if fact.cold_start_s is None else f"{fact.cold_start_s:.2f}"
-        rss = "-" if fact.peak_rss_mb is None else f"{fact.peak_rss_mb:.0f}"
         lines.append(
             f"| {fact.engine} | {lat.get('p50', 0):.1f} | {lat.get('p95', 0):.1f} | {lat.get('p99', 0):.1f} "
-            f"| {cold} | {rss} | {fact.size_bytes / 1e6:.1f} |"
+            f"| {cold} | {_mb(fact.peak_rss_mb)} | {_mb(fact.peak_rss_batch32_mb)} | {fact.size_bytes / 1e6:.1f} |"
         )
     for skipped in results.skipped:
-        lines.append(f"| {skipped.name} | skipped: {skipped.reason} | | | | | |")
+        lines.append(f"| {skipped.name} | skipped: {skipped.reason} | | | | | | |")
     return "\n".join(lines) + "\n"
 
 
@@ -189,7 +190,7 @@ def _chart(results: Results, path: Path) -> Path | None:
     facts = {f.engine: f for f in results.engines}
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for engine in dict.fromkeys(r.engine for r in results.rows):
-        rows = [r for r in results.rows if r.engine == engine and r.workload == "corpus"]
+        rows = [r for r in results.rows if r.engine == engine and r.workload == "corpus" and r.batch_size]
         label = f"{engine} (min cos {_cos(facts[engine].cosine_min)})"
         ax.plot([r.batch_size for r in rows], [r.texts_per_s for r in rows], marker="o", label=label)
     ax.set_xscale("log", base=2)
@@ -203,6 +204,14 @@ def _chart(results: Results, path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _batch(size: int) -> str:
+    return "defaults" if size == DEFAULTS else str(size)
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _ratio(value: float | None) -> str:

@@ -31,10 +31,11 @@ def summary(results: list[dict[str, Any]]) -> str:
             f"Command: `{data['command']}`",
             "",
             "| engine | texts/s | × PyTorch fp32 | × sentence-transformers | min / mean cosine vs PyTorch | "
-            "p50 ms (batch 1) | cold start s | peak RSS MB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "p50 ms (batch 1) | cold start s | peak RSS MB, batch 32 | texts/s, defaults | peak RSS MB, defaults |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         facts = {f["engine"]: f for f in data["engines"]}
+        defaults = {r["engine"]: r for r in data["rows"] if r["workload"] == "corpus" and r["batch_size"] == 0}
         for row in data["rows"]:
             if row["workload"] != "corpus" or row["batch_size"] != batch:
                 continue
@@ -42,13 +43,18 @@ def summary(results: list[dict[str, Any]]) -> str:
             cos = "-" if fact["cosine_min"] is None else f"{fact['cosine_min']:.4f} / {fact['cosine_mean']:.4f}"
             ran = ", ".join(str(v) for v in fact.get("details", {}).values())
             engine = f"{row['engine']} ({ran})" if ran else row["engine"]
+            default = defaults.get(row["engine"], {})
+            # Results written before the default-settings row had one RSS figure, at batch 32.
+            batch32_rss = fact.get("peak_rss_batch32_mb", fact["peak_rss_mb"] if not defaults else None)
+            default_rss = fact["peak_rss_mb"] if defaults else None
             lines.append(
                 f"| {engine} | {row['texts_per_s']:,.1f} | {_ratio(row['ratio_to_pytorch'])} "
                 f"| {_ratio(row['ratio_to_st'])} | {cos} | {fact['latency_ms'].get('p50', 0):.1f} "
-                f"| {_num(fact['cold_start_s'], 2)} | {_num(fact['peak_rss_mb'], 0)} |"
+                f"| {_num(fact['cold_start_s'], 2)} | {_num(batch32_rss, 0)} "
+                f"| {_num(default.get('texts_per_s'), 1)} | {_num(default_rss, 0)} |"
             )
         for skipped in data["skipped"]:
-            lines.append(f"| {skipped['name']} | skipped: {skipped['reason']} | | | | | | |")
+            lines.append(f"| {skipped['name']} | skipped: {skipped['reason']} | | | | | | | | |")
         lines.append("")
     return "\n".join(lines)
 

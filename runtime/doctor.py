@@ -1,5 +1,5 @@
 """`bertx doctor`: what this machine can run — versions, execution providers that really load, CPU
-features and the INT8 preset they suit, and packages that break each other."""
+features and the INT8 preset they suit, the CPUs this process may use, and packages that break each other."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from importlib import metadata
 
 import onnxruntime as ort
 
-from .cpu import CpuInfo, cpu_info
+from .cpu import CpuBudget, CpuInfo, cpu_budget, cpu_info
 
 # A one-node ONNX graph (y = Identity(x), opset 13), small enough to keep inline: each provider is
 # asked to load it, because onnxruntime lists providers whose libraries may still fail to load.
@@ -51,6 +51,7 @@ class Diagnosis:
     problems: tuple[str, ...]
     notes: tuple[str, ...]
     openvino: str
+    cpus: CpuBudget
 
 
 def diagnose() -> Diagnosis:
@@ -75,7 +76,9 @@ def diagnose() -> Diagnosis:
         notes.append("CPU only: install onnxruntime-gpu (instead of onnxruntime) for the CUDA provider")
     if cpu.bf16 and not versions["openvino"]:
         notes.append("this CPU computes bf16: pip install 'bertx[openvino]' for the bf16 variant (about 2× fp32)")
-    return Diagnosis(platform.python_version(), versions, checks, cpu, tuple(problems), tuple(notes), _openvino())
+    return Diagnosis(
+        platform.python_version(), versions, checks, cpu, tuple(problems), tuple(notes), _openvino(), cpu_budget()
+    )
 
 
 def _openvino() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from tokenizers import Encoding
 
 from .artifact import check_file, load_tokenizer
 from .backends import Backend, GraphFile, InferencePrecision, Runner, RunOptions, open_graph
+from .batching import DEFAULT_BATCH_TOKENS, check_batch_tokens, plan
 from .chunking import LongTexts, combine_pooled, split, stitch
 from .errors import ArtifactError, InputError, OptionError
 from .layers import Combine, LayerSpec, check_combination, select_layers
@@ -53,15 +55,20 @@ class Model:
         allow_fallback: bool = False,
         max_batch_size: int = 32,
         cpu_arena: bool = True,
+        batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
+        verify: bool = True,
     ) -> None:
+        self.batch_tokens = check_batch_tokens(batch_tokens)
         self.path = Path(path)
         self.manifest = Manifest.load(self.path)
         self.variant: Variant = self.manifest.variant(variant)
         graph = variant_graph(self.path, self.variant)
         requested = _device_for(self.variant, graph, device)
-        check_file(graph.path, self.variant.size_bytes, what=f"{self.variant.precision.value} model")
+        what = self.variant.precision.value
+        check_file(graph.path, self.variant.size_bytes, f"{what} model", self.variant.sha256 if verify else None)
         for name, facts in self.variant.extra_files.items():
-            check_file(self.path / name, int(facts["size_bytes"]), what=f"{self.variant.precision.value} weights")
+            digest = str(facts["sha256"]) if verify else None
+            check_file(self.path / name, int(facts["size_bytes"]), f"{what} weights", digest)
         self.tokenizer = load_tokenizer(self.path, self.manifest)
         tensorrt = TensorRTSettings(
             cache_dir=self.path / "trt-cache" / self.variant.precision.value,
@@ -95,6 +102,8 @@ class Model:
         allow_fallback: bool = False,
         max_batch_size: int = 32,
         cpu_arena: bool = True,
+        batch_tokens: int | None = DEFAULT_BATCH_TOKENS,
+        verify: bool = True,
     ) -> Model:
         """Load an artifact folder written by `bertx export`.
 
@@ -109,8 +118,13 @@ class Model:
                 instead of raising `ProviderError`.
             max_batch_size: Largest batch the TensorRT engine profile allows.
             cpu_arena: Keep onnxruntime's CPU memory arena (faster); False returns memory between calls.
+            batch_tokens: Padded tokens per batch, long texts counting extra for their attention; a
+                batch holds as many texts as fit, at least one and at most the call's `batch_size`. This
+                bounds the working memory whatever the text lengths. None batches by `batch_size` only.
+            verify: Check each model file's sha256 against the manifest before loading it (a corrupted
+                file of the right size would otherwise load and give wrong vectors).
         """
-        return cls(path, variant, device, threads, allow_fallback, max_batch_size, cpu_arena)
+        return cls(path, variant, device, threads, allow_fallback, max_batch_size, cpu_arena, batch_tokens, verify)
 
     @property
     def hidden_size(self) -> int:
@@ -135,8 +149,9 @@ class Model:
             texts: The texts; an empty list gives an array of shape (0, hidden_size).
             pooling: cls, mean, max, mean_sqrt_len or first_last_avg; default from the manifest.
             normalize: L2-normalize each vector; default from the manifest.
-            batch_size: Texts per onnxruntime call. Texts are sorted by length inside the call so
-                that batches carry little padding; the result keeps the input order.
+            batch_size: Most texts per inference call; fewer when long texts fill the model's
+                `batch_tokens` budget. Texts are sorted by length inside the call so that batches carry
+                little padding; the result keeps the input order.
 
         Returns:
             A float32 array of shape (len(texts), hidden_size).
@@ -172,7 +187,8 @@ class Model:
 
         Args:
             sentences: A list of texts, or one text (then a 1-D vector is returned).
-            batch_size: Texts per onnxruntime call (texts are length-sorted inside the call).
+            batch_size: Most texts per inference call (fewer when long texts fill `batch_tokens`;
+                texts are length-sorted inside the call).
             pooling: cls, mean, max, mean_sqrt_len, first_last_avg, or none for token embeddings
                 (then a list of `TokenEmbeddings` is returned); default from the manifest.
             layers: Hidden states to use: an index (0 = embeddings, -1 = last layer), a list, a
@@ -375,7 +391,7 @@ class Model:
             warnings.warn(
                 f"{cut} of {len(encodings)} texts were longer than {self.max_seq_length} tokens and were truncated",
                 TruncationWarning,
-                stacklevel=3,
+                stacklevel=_caller_stacklevel(),
             )
 
     def _forward(
@@ -388,10 +404,13 @@ class Model:
         names = [self.manifest.outputs[i] for i in wanted]
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")
+        architecture = self.manifest.architecture
+        # Attention scores per token (heads × width) against the feed-forward's 4 × hidden activations.
+        ratio = architecture.num_heads / (4 * architecture.hidden_size)
         bar = ProgressBar(len(encodings)) if progress else None
         try:
-            for start in range(0, len(order), batch_size):
-                rows = order[start : start + batch_size]
+            for start, stop in plan(lengths[order], batch_size, self.batch_tokens, ratio):
+                rows = order[start:stop]
                 batch = self.tokenizer.pad([encodings[i] for i in rows])
                 fetched = dict(zip(wanted, self._run(names, batch.feeds(self.manifest.inputs))))
                 yield rows, batch, [fetched[i] for i in layers]
@@ -409,6 +428,18 @@ class Model:
             f"Model({str(self.path)!r}, variant={self.variant.precision.value!r}, "
             f"device={self.device.value!r}, hidden_size={self.hidden_size})"
         )
+
+
+_PACKAGE = os.path.dirname(__file__) + os.sep
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` that makes a warning raised here name the first line outside bertx, the
+    caller's, whichever public method was called and however deep the call went inside bertx."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def variant_graph(folder: Path, variant: Variant) -> GraphFile:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .backends import InferencePrecision, RunOptions
+from .cpu import default_threads
 from .errors import ArtifactError, MissingDependencyError, OptionError
 from .session import Device, check_threads
 
@@ -45,6 +46,8 @@ class OpenVINORunner:
             raise OptionError(f"an OpenVINO graph runs with device='openvino', not {options.device.value!r}")
         ov = import_openvino()
         threads = check_threads(options.threads)
+        if threads is None:
+            threads = default_threads()
         core = ov.Core()
         if precision is InferencePrecision.BF16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise OptionError(

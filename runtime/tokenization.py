@@ -116,9 +116,24 @@ def is_truncated(encoding: Encoding) -> bool:
 
 
 def check_texts(texts: object, what: str = "") -> None:
-    """Raise `InputError` unless `texts` is a list or tuple of strings, naming the first bad item."""
+    """Raise `InputError` unless `texts` is a list or tuple of strings that are valid Unicode, naming the
+    first bad item.
+
+    Any str made of Unicode characters is embedded, whatever it holds (NUL, control and zero-width
+    characters, text the tokenizer reduces to no tokens at all). A lone surrogate (`"\ud800"`, which a
+    JSON client may send as an escape) is not a character: no UTF-8 encoding exists for it, so the
+    tokenizer cannot read the text, and bertx refuses it rather than guess what was meant.
+    """
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
         raise InputError(f"{what}expected a list of strings, got {type(texts).__name__}")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise InputError(f"{what}item {index} is {type(text).__name__}, expected str")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InputError(
+                    f"{what}item {index} is not valid Unicode: a lone surrogate {text[exc.start]!r} at character "
+                    f"{exc.start}; decode the source with errors='replace' (or fix the sender's JSON escapes)"
+                ) from None

@@ -51,6 +51,9 @@ def test_rows_ratios_and_accuracy(results: harness.Results) -> None:
         assert row.ratio_to_pytorch == pytest.approx(row.texts_per_s / base.texts_per_s)
         assert row.ratio_to_st is None
     assert by_key[("bertx-fp32", "corpus", 1)].texts == 5 and by_key[("bertx-fp32", "corpus", 4)].texts == 12
+    # Every engine also ran the corpus with its own default settings (bertx: its token budget).
+    assert all(by_key[(engine, "corpus", harness.DEFAULTS)].texts == 12 for engine in engines)
+    assert not any(r.batch_size == harness.DEFAULTS for r in results.rows if r.workload != "corpus")
     facts = {f.engine: f for f in results.engines}
     assert facts[PYTORCH].cosine_min == pytest.approx(1.0, abs=1e-6)
     assert facts["bertx-fp32"].cosine_min is not None and facts["bertx-fp32"].cosine_min > 0.99999
@@ -58,6 +61,7 @@ def test_rows_ratios_and_accuracy(results: harness.Results) -> None:
     for fact in facts.values():
         assert fact.cold_start_s is not None and fact.cold_start_s > 0
         assert fact.peak_rss_mb is not None and fact.peak_rss_mb > 10
+        assert fact.peak_rss_batch32_mb is not None and fact.peak_rss_batch32_mb > 10
     assert facts["bertx-int8"].peak_rss_mb < facts[PYTORCH].peak_rss_mb  # type: ignore[operator]
     assert results.random_weights is False
 
@@ -132,5 +136,7 @@ def test_engines_measured_in_their_own_processes(tiny_artifact: Path) -> None:
     assert facts["bertx-fp32"].details == {"engine": "onnxruntime"}
     assert {(r.engine, r.workload, r.batch_size, r.texts) for r in results.rows} == {
         (PYTORCH, "corpus", 4, 8),
+        (PYTORCH, "corpus", harness.DEFAULTS, 8),
         ("bertx-fp32", "corpus", 4, 8),
+        ("bertx-fp32", "corpus", harness.DEFAULTS, 8),
     }
