@@ -1,4 +1,4 @@
-"""The `bertx` command line: export, embed, info.
+"""The `bertx` command line: export, embed, search, info, verify, doctor, bench.
 
 Commands are thin: parse options, call one library function, print. A `BertxError` becomes one red
 line and exit code 2. The exporter (and with it torch) is imported inside `export` only.

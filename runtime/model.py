@@ -113,7 +113,8 @@ class Model:
             device: "cpu" (onnxruntime), "cuda", "tensorrt", "openvino" (extra `bertx[openvino]`), or
                 "auto" (CUDA when available, else CPU). Default: the engine the variant was built for
                 (the manifest's `backend`: OpenVINO for bf16 and for an INT8 variant made by NNCF).
-            threads: Inference threads; default lets the engine choose.
+            threads: Inference threads; default: the CPUs this process may use (affinity, cgroup quota)
+                when it is restricted, else the engine's own choice.
             allow_fallback: Run on the CPU with a warning when CUDA is asked for but unavailable,
                 instead of raising `ProviderError`.
             max_batch_size: Largest batch the TensorRT engine profile allows.
