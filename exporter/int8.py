@@ -19,7 +19,6 @@ The whole table, the CPU it was measured on and the sensitivities go into the ma
 
 from __future__ import annotations
 
-import hashlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bertx.artifact import sha256_file
 from bertx.backends import Backend, GraphFile, open_graph
 from bertx.cpu import CpuInfo
 from bertx.errors import ExportError, InputFileError
@@ -422,7 +422,7 @@ def _calibration_facts(path: Path | None, batches: Sequence[Batch]) -> dict[str,
     texts = int(sum(b.input_ids.shape[0] for b in batches))
     if path is None:
         return {"source": "built-in", "texts": texts}
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = sha256_file(Path(path))
     return {"source": str(path), "sha256": digest, "texts": texts}
 
 

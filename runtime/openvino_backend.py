@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from .backends import InferencePrecision, RunOptions
-from .cpu import default_threads
 from .errors import ArtifactError, MissingDependencyError, OptionError
-from .session import Device, check_threads
+from .session import Device, resolve_threads
 
 INSTALL = "pip install 'bertx[openvino]'"
 
@@ -45,9 +44,7 @@ class OpenVINORunner:
         if options.device not in (Device.OPENVINO, Device.CPU, Device.AUTO):
             raise OptionError(f"an OpenVINO graph runs with device='openvino', not {options.device.value!r}")
         ov = import_openvino()
-        threads = check_threads(options.threads)
-        if threads is None:
-            threads = default_threads()
+        threads = resolve_threads(options.threads)
         core = ov.Core()
         if precision is InferencePrecision.BF16 and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise OptionError(

@@ -80,9 +80,13 @@ class TensorRTSettings:
         }
 
 
-def check_threads(threads: int | None) -> int | None:
-    """`threads` if it is None or a positive integer, else an `OptionError`."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+def resolve_threads(threads: int | None) -> int | None:
+    """The threads an engine gets: `threads` when given (a positive integer, else an `OptionError`), else
+    the CPUs the process may use when its affinity or cgroup quota restricts it, else None (the
+    engine's own choice)."""
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise OptionError(f"threads must be a positive integer, got {threads!r}")
     return threads
 
@@ -112,8 +116,7 @@ def create_session(
     `threads=None` uses the CPUs the process may use when its affinity or cgroup quota restricts it,
     else onnxruntime's own choice.
     """
-    if check_threads(threads) is None:
-        threads = default_threads()
+    threads = resolve_threads(threads)
     device = resolve_device(device)
     if device not in PROVIDERS:
         raise OptionError(f"device {device.value!r} is not an onnxruntime execution provider")

@@ -160,9 +160,9 @@ def test_openvino_threads_follow_the_budget(tiny_artifact: Path, monkeypatch: py
     # 1), so a restricted budget is faked here: a cgroup quota is what it would not see.
     pytest.importorskip("openvino")
     import bertx
-    from bertx import openvino_backend
+    from bertx import session
 
-    monkeypatch.setattr(openvino_backend, "default_threads", lambda: 1)
+    monkeypatch.setattr(session, "default_threads", lambda: 1)
     model = bertx.Model.from_pretrained(tiny_artifact, device="openvino")
     assert model.runner._compiled.get_property("INFERENCE_NUM_THREADS") == 1  # type: ignore[attr-defined]
     if AFFINITY >= 2:
