@@ -37,8 +37,9 @@ from bertx.manifest import Defaults
 from bertx.pooling import cosine_rows, pool
 from bertx.tokenization import Batch, TextEncoder
 
-from .int8_openvino import OpenVINORecipe
+from .int8_openvino import MAX_MIXED_NODES, OpenVINORecipe, ffn_out_matmuls, plain_nodes
 from .int8_openvino import build as openvino_build
+from .int8_openvino import mixed as openvino_mixed
 from .int8_openvino import named as openvino_named
 from .int8_openvino import recipes_for as openvino_recipes
 from .int8_openvino import unavailable as openvino_unavailable
@@ -167,10 +168,10 @@ def quantize_int8(
         build(recipe, source, methods, out, context.calibration, context.input_names)
         return record(recipe.name, recipe.describe(), GraphFile(out), methods)
 
-    def measure_openvino(recipe: OpenVINORecipe) -> Candidate:
+    def measure_openvino(recipe: OpenVINORecipe, ranked: Sequence[Sequence[str]] = ()) -> Candidate:
         out = context.work_dir / f"int8-{recipe.name}.xml"
         graph, int8, accurate = openvino_build(
-            recipe, context.exported, out, context.calibration, context.input_names, cpu
+            recipe, context.exported, out, context.calibration, context.input_names, cpu, ranked
         )
         methods = {"int8 MatMuls": str(int8), "accurate MatMuls": str(accurate), "precision": str(graph.precision)}
         return record(recipe.name, recipe.describe(), graph, methods, (accurate, 0, int8))
@@ -235,14 +236,29 @@ def quantize_int8(
             progress(f"int8: OpenVINO candidates skipped: {skipped}")
         for ov_recipe in openvino_recipes(cpu):
             measure_openvino(ov_recipe)
+        if skipped is None and not any(c.meets_target and c.backend == "openvino" for c, _, _ in candidates):
+            # No fixed recipe passed: leave the most sensitive nodes out of INT8 one by one (bf16 where the
+            # CPU has it), as the onnxruntime ladder does; the first that passes is the fastest of them.
+            if not ranking:
+                ranking = _sensitivity(base, source_graph(mixed_recipe(cpu, 0)), context, cpu, progress)
+            ranked = plain_nodes(context.exported, context.fused, [name for name, _ in ranking])
+            kept = set(ffn_out_matmuls(context.exported))
+            ranked = [group for group in ranked if not set(group) <= kept]
+            for k in range(1, min(MAX_MIXED_NODES, len(ranked)) + 1):
+                if measure_openvino(openvino_mixed(k), ranked).meets_target:
+                    break
     if options.recipe == "auto":
         if not candidates:
             raise ExportError(
                 "--int8 auto found no candidate it could build: OpenVINO is not usable here and the search "
                 "was limited to it (--int8-engine openvino); install it or allow onnxruntime"
             )
-    elif openvino_named(options.recipe) is not None:
-        measure_openvino(openvino_named(options.recipe))  # type: ignore[arg-type]
+    elif (fixed := openvino_named(options.recipe)) is not None:
+        groups: list[list[str]] = []
+        if fixed.accurate_nodes:
+            ranking = _sensitivity(base, source_graph(mixed_recipe(cpu, 0)), context, cpu, progress)
+            groups = plain_nodes(context.exported, context.fused, [name for name, _ in ranking])
+        measure_openvino(fixed, groups)
     else:
         recipe = named_recipe(options.recipe, cpu)
         if recipe.mode == "mixed":

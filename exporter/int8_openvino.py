@@ -7,12 +7,16 @@ What is not quantized runs in bf16 on CPUs that compute it, else in f32, so keep
 out of INT8 costs less here than on onnxruntime. The recipes reuse the ideas the onnxruntime search
 uses: activation smoothing (NNCF's SmoothQuant) and keeping the most harmful nodes accurate, here the
 feed-forward output projections, whose input carries per-token outliers that no static scale covers.
+When none of the fixed recipes meets the target, `openvino-mixed-K` also keeps the K nodes the
+onnxruntime search ranked most sensitive out of INT8 (a fused Attention stands for the MatMuls it
+absorbed), for growing K, as the onnxruntime ladder does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +30,9 @@ from bertx.tokenization import Batch
 from .onnx_export import quiet
 
 PREFIX = "openvino-"
+MIXED = f"{PREFIX}mixed-"
 SMOOTH_ALPHA = 0.5
+MAX_MIXED_NODES = 8  # past this many bf16 nodes the graph is no faster than the bf16 variant
 
 
 @dataclass(frozen=True)
@@ -36,12 +42,15 @@ class OpenVINORecipe:
     name: str
     smooth_alpha: float | None = None
     keep_ffn_out: bool = False
+    accurate_nodes: int = 0  # how many of the most sensitive nodes (onnxruntime's ranking) stay accurate
 
     def describe(self) -> str:
         parts = ["NNCF static INT8 (OpenVINO)"]
         parts.append(f"SmoothQuant α={self.smooth_alpha}" if self.smooth_alpha is not None else "NNCF's defaults")
         if self.keep_ffn_out:
             parts.append("feed-forward output projections not quantized")
+        if self.accurate_nodes:
+            parts.append(f"{self.accurate_nodes} most sensitive nodes not quantized")
         return ", ".join(parts)
 
 
@@ -70,9 +79,46 @@ def recipes_for(cpu: CpuInfo) -> list[OpenVINORecipe]:
     return [] if unavailable(cpu) else list(RECIPES)
 
 
+def mixed(accurate_nodes: int) -> OpenVINORecipe:
+    """Smoothed INT8 with the feed-forward output projections and the `accurate_nodes` most sensitive
+    nodes left out of INT8."""
+    return OpenVINORecipe(
+        f"{MIXED}{accurate_nodes}", smooth_alpha=SMOOTH_ALPHA, keep_ffn_out=True, accurate_nodes=accurate_nodes
+    )
+
+
 def named(name: str) -> OpenVINORecipe | None:
-    """The OpenVINO recipe called `name`, or None when it is not one."""
+    """The OpenVINO recipe called `name` (`openvino-mixed-K` included), or None when it is not one."""
+    count = name.removeprefix(MIXED)
+    if count != name and count.isdigit() and int(count) > 0:
+        return mixed(int(count))
     return next((r for r in RECIPES if r.name == name), None)
+
+
+def plain_nodes(exported: Path, fused: Path, ranking: Sequence[str]) -> list[list[str]]:
+    """The plain graph's MatMuls behind each node of `ranking` (node names of the fused graph, most
+    sensitive first), in that order. A MatMul keeps its name through the fusions; a fused Attention
+    stands for the MatMuls of its layer that the fusion absorbed (query, key, value and the two
+    attention products). Nodes with no counterpart are left out."""
+    import onnx
+
+    plain = [n.name for n in onnx.load(str(exported), load_external_data=False).graph.node if n.op_type == "MatMul"]
+    fused_nodes = onnx.load(str(fused), load_external_data=False).graph.node
+    fused_names = {node.name for node in fused_nodes}
+    attentions = [node.name for node in fused_nodes if node.op_type == "Attention"]
+    absorbed: dict[int, list[str]] = {}
+    for name in plain:
+        layer = re.search(r"layer\.(\d+)/", name)
+        if name not in fused_names and layer is not None:
+            absorbed.setdefault(int(layer.group(1)), []).append(name)
+    groups = [absorbed[layer] for layer in sorted(absorbed)]
+    out: list[list[str]] = []
+    for name in ranking:
+        if name in attentions and len(groups) == len(attentions):
+            out.append(groups[attentions.index(name)])
+        elif name in plain:
+            out.append([name])
+    return out
 
 
 def precision_for(cpu: CpuInfo) -> InferencePrecision:
@@ -87,8 +133,10 @@ def build(
     calibration: Sequence[Batch],
     input_names: Sequence[str],
     cpu: CpuInfo,
+    ranked: Sequence[Sequence[str]] = (),
 ) -> tuple[GraphFile, int, int]:
     """Quantize `exported` (plain ONNX) with NNCF into an OpenVINO IR at `out` (.xml, weights in .bin).
+    `ranked`: the plain graph's MatMuls of each node, most sensitive first (`plain_nodes`), for mixed recipes.
 
     Returns the graph and how many MatMuls are INT8 and how many stay accurate.
     """
@@ -102,6 +150,9 @@ def build(
 
     nncf.set_log_level(logging.ERROR)  # its progress bars would break the export's own progress lines
     kept = ffn_out_matmuls(exported) if recipe.keep_ffn_out else []
+    # The ranking's feed-forward output projections are kept already; the next nodes count.
+    for group in [group for group in ranked if not set(group) <= set(kept)][: recipe.accurate_nodes]:
+        kept += [name for name in group if name not in kept]
     advanced = nncf.AdvancedQuantizationParameters()
     if recipe.smooth_alpha is not None:
         advanced.smooth_quant_alphas = nncf.AdvancedSmoothQuantParameters(matmul=recipe.smooth_alpha)

@@ -128,7 +128,7 @@ def named_recipe(name: str, cpu: CpuInfo) -> Recipe:
     if prefix == "mixed" and count.isdigit():
         return mixed_recipe(cpu, int(count))
     names = [*known, *(r.name for r in OPENVINO_RECIPES)]
-    raise ExportError(f"unknown --int8 recipe {name!r}: expected auto, {', '.join(names)} or mixed-K")
+    raise ExportError(f"unknown --int8 recipe {name!r}: expected auto, {', '.join(names)} mixed-K or openvino-mixed-K")
 
 
 def node_methods(model: Any, recipe: Recipe, ranking: Sequence[str] = ()) -> dict[str, NodeMethod]:

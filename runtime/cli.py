@@ -1,4 +1,4 @@
-"""The `bertx` command line: export, embed, search, info, verify, doctor, bench.
+"""The `bertx` command line: export, embed, search, serve, info, verify, doctor, bench.
 
 Commands are thin: parse options, call one library function, print. A `BertxError` becomes one red
 line and exit code 2. The exporter (and with it torch) is imported inside `export` only.
@@ -550,6 +550,66 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise InputFileError(f"{option} expects positive integers, got {text!r}")
     return values
+
+
+@app.command()
+@_user_errors
+def serve(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")],
+    variant: Annotated[Precision, typer.Option(help="Precision variant to serve.")] = Precision.FP32,
+    device: Annotated[
+        Device | None, typer.Option(help="cpu, cuda, tensorrt, openvino, auto [the variant's engine].")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="File holding the API key clients send as `Authorization: Bearer KEY`.")
+    ] = None,
+    max_batch_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens one batching round of concurrent requests holds.")
+    ] = 8192,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, max=1000, help="How long a round that is not full waits for more requests.")
+    ] = 2.0,
+    max_queue_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens that may wait; beyond, requests get 503 with Retry-After.")
+    ] = 262_144,
+    max_inputs: Annotated[int, typer.Option(min=1, help="Most texts per request.")] = 2048,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, in MiB.")] = 8.0,
+    batch_tokens: Annotated[
+        int, typer.Option(min=0, help="Padded tokens per inference call inside a round; 0 batches by count only.")
+    ] = DEFAULT_BATCH_TOKENS,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads [what the process may use].")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Name responses carry [the artifact's source id].")] = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the model files' sha256 first.")] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+) -> None:
+    """Serve embeddings over HTTP: OpenAI's /v1/embeddings, /embed (any layers), /embed/tokens, /embed/words,
+    /health, /ready, /info, /metrics. Concurrent requests are batched together. Needs `bertx[serve]`."""
+    from .serving import BatchSettings, ServerSettings
+    from .serving.server import read_api_key, require_extra
+    from .serving.server import serve as run_server
+
+    require_extra()
+    settings = ServerSettings(
+        batch=BatchSettings(max_batch_tokens, max_wait_ms, max_queue_tokens),
+        max_inputs=max_inputs,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        api_key=read_api_key(api_key_file) if api_key_file is not None else None,
+        model_name=model_name,
+    )
+    run_server(
+        artifact,
+        variant=variant.value,
+        device=device.value if device is not None else None,
+        threads=threads,
+        host=host,
+        port=port,
+        settings=settings,
+        batch_tokens=batch_tokens,
+        verify=verify,
+        log_level=log_level,
+    )
 
 
 @app.command()

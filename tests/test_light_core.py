@@ -10,7 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-HEAVY = ("torch", "transformers", "optimum", "sentence_transformers", "onnx")
+HEAVY = (
+    "torch",
+    "transformers",
+    "optimum",
+    "sentence_transformers",
+    "onnx",
+    "openvino",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "prometheus_client",
+)
 CHECK = "import sys; print(sorted(m for m in {heavy} if m in sys.modules))"
 
 
@@ -50,12 +61,17 @@ def test_core_only_environment_embeds(tmp_path: Path, minilm_artifact: Path, min
         timeout=600,
     )
     out = tmp_path / "v.npy"
+    import bertx
+
+    # The searched INT8 may be built for OpenVINO (an extra): then the core runs fp32 and names the extra.
+    on_core = bertx.Manifest.load(minilm_artifact).variants[bertx.Precision.INT8].backend == "onnxruntime"
+    variant = "int8" if on_core else "fp32"
     code = (
         "import sys, bertx\n"
         f"for name in {HEAVY!r}:\n"
         "    try:\n        __import__(name)\n    except ImportError:\n        continue\n"
         "    raise SystemExit(f'{name} is importable in the core-only environment')\n"
-        f"m = bertx.Model.from_pretrained({str(minilm_artifact)!r}, variant='int8')\n"
+        f"m = bertx.Model.from_pretrained({str(minilm_artifact)!r}, variant={variant!r})\n"
         "import numpy as np\n"
         f"np.save({str(out)!r}, m.embed(['A man is eating food.', 'Das Wetter ist schön.']))\n"
         + CHECK.format(heavy=HEAVY)
@@ -76,3 +92,7 @@ def test_core_only_environment_embeds(tmp_path: Path, minilm_artifact: Path, min
     assert result.returncode == 2 and "pip install" in result.stderr and "Traceback" not in result.stderr
     result = subprocess.run([str(bertx_cli), "info", str(minilm_artifact)], capture_output=True, text=True)
     assert result.returncode == 0 and "int8" in result.stdout
+    if not on_core:
+        args = [str(bertx_cli), "embed", str(minilm_artifact), "hello", "--variant", "int8"]
+        result = subprocess.run(args, capture_output=True, text=True)
+        assert result.returncode == 2 and "bertx[openvino]" in result.stderr and "Traceback" not in result.stderr

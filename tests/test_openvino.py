@@ -124,7 +124,7 @@ def test_nncf_variant_runs_on_openvino_close_to_pytorch(nncf_artifact: Path, tin
 
 
 def test_ffn_output_projections_are_found(nncf_artifact: Path, tiny_bert: Path, tmp_path: Path) -> None:
-    from bertx.exporter.int8_openvino import ffn_out_matmuls
+    from bertx.exporter.int8_openvino import ffn_out_matmuls, plain_nodes
     from bertx.exporter.onnx_export import export_onnx, read_model_facts
     from bertx.exporter.resolve import resolve_model
 
@@ -132,6 +132,36 @@ def test_ffn_output_projections_are_found(nncf_artifact: Path, tiny_bert: Path, 
     exported = export_onnx(source, read_model_facts(source, None), tmp_path / "plain", None)
     names = ffn_out_matmuls(exported)
     assert len(names) == 2 and all("output/dense" in n for n in names)
+
+    # The onnxruntime ranking names fused nodes; a fused Attention stands for its layer's absorbed MatMuls.
+    import onnx
+
+    plain = [n.name for n in onnx.load(str(exported)).graph.node if n.op_type == "MatMul"]
+    fused = [n for n in onnx.load(str(nncf_artifact / "model.onnx")).graph.node]
+    attention = [n.name for n in fused if n.op_type == "Attention"]
+    assert len(attention) == 2
+    groups = plain_nodes(exported, nncf_artifact / "model.onnx", [attention[1], plain[-1], "no/such/node"])
+    layer1_self = [n for n in plain if "/layer.1/attention/self/" in n]
+    assert groups == [layer1_self, [plain[-1]]]
+    assert len(layer1_self) >= 4  # query, key, value and the attention products
+
+
+def test_openvino_mixed_keeps_the_most_sensitive_nodes(
+    nncf_artifact: Path, tiny_bert: Path, export_tiny: Callable[..., Path]
+) -> None:
+    from bertx.exporter import Int8Options
+
+    options = Int8Options(recipe="openvino-mixed-2", allow_below_target=True)
+    artifact = export_tiny(tiny_bert, int8=True, int8_options=options)
+    quant = bertx.Manifest.load(artifact).variants[bertx.Precision.INT8].quantization or {}
+    assert quant["recipe"] == "openvino-mixed-2" and "2 most sensitive nodes" in quant["description"]
+    assert len(quant["sensitivity"]) >= 2
+    fixed = bertx.Manifest.load(nncf_artifact).variants[bertx.Precision.INT8].quantization or {}
+    # The same recipe without the ladder keeps only the FFN output projections out of INT8.
+    assert int(quant["nodes"]["accurate MatMuls"]) >= int(fixed["nodes"]["accurate MatMuls"]) + 2
+    model = bertx.Model.from_pretrained(artifact, variant="int8")
+    expected = torch_sentence_embeddings(tiny_bert, TEXTS[:3], 128, "mean", False)
+    assert cosines(model.encode(TEXTS[:3], pooling="mean", normalize_embeddings=False), expected).min() >= 0.98
 
 
 def test_corrupt_bin_is_caught_before_loading(nncf_artifact: Path, tmp_path: Path) -> None:
