@@ -265,7 +265,7 @@ class Server:
 
 def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
     """The ASGI app serving `model` (see `bertx.serving.create_app`)."""
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     server = Server(model, settings or ServerSettings())
 
     @asynccontextmanager
