@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -76,14 +77,14 @@ def _user_errors(command: F) -> F:
                 result = command(*args, **kwargs)
             for warning in caught:
                 if warning.category.__module__.startswith("bertx"):
-                    err.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+                    err.print(f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False)
                 else:
                     warnings.showwarning(
                         warning.message, warning.category, warning.filename, warning.lineno, warning.file
                     )
             return result
         except BertxError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted[/]: nothing was written")
@@ -553,7 +554,6 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 
 
 @app.command()
-@_user_errors
 def serve(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")],
     variant: Annotated[Precision, typer.Option(help="Precision variant to serve.")] = Precision.FP32,
@@ -586,6 +586,31 @@ def serve(
 ) -> None:
     """Serve embeddings over HTTP: OpenAI's /v1/embeddings, /embed (any layers), /embed/tokens, /embed/words,
     /health, /ready, /info, /metrics. Concurrent requests are batched together. Needs `bertx[serve]`."""
+    try:
+        _serve(**locals())
+    except BertxError as exc:  # not through _user_errors: a server runs for days, its warnings are logged
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _serve(
+    artifact: Path,
+    variant: Precision,
+    device: Device | None,
+    host: str,
+    port: int,
+    api_key_file: Path | None,
+    max_batch_tokens: int,
+    max_wait_ms: float,
+    max_queue_tokens: int,
+    max_inputs: int,
+    max_body_mb: float,
+    batch_tokens: int,
+    threads: int | None,
+    model_name: str | None,
+    verify: bool,
+    log_level: str,
+) -> None:
     from .serving import BatchSettings, ServerSettings
     from .serving.server import read_api_key, require_extra
     from .serving.server import serve as run_server

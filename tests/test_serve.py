@@ -287,3 +287,9 @@ def test_batcher_splits_and_returns_each_callers_rows() -> None:
     assert all(sum(cost[i] for i in items) <= 10 for _, items in calls)  # no round over its token budget
     assert sorted(i for _, items in calls for i in items) == [1, 2, 3, 7, 8, 9]
     assert {key for key, _ in calls} == {"a", "b"}
+
+
+def test_a_missing_artifact_is_one_line_before_anything_listens(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "bertx.cli", "serve", str(tmp_path / "nothing"), "--port", str(_free_port())]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr

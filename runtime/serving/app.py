@@ -181,13 +181,11 @@ class Server:
         """In the batcher's thread: one call of the model for every queued item with these options."""
         kind, options = cast(tuple[str, tuple[tuple[str, Any], ...]], key)
         kwargs = _unfrozen(dict(options))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TruncationWarning)  # counted per request instead
-            if kind == "embed":
-                return list(self.model.encode(items, convert_to_numpy=True, **kwargs))
-            if kind == "tokens":
-                return self.model.encode_tokens(items, **kwargs)
-            return self.model.encode_words(items, **kwargs)
+        if kind == "embed":
+            return list(self.model.encode(items, convert_to_numpy=True, **kwargs))
+        if kind == "tokens":
+            return self.model.encode_tokens(items, **kwargs)
+        return self.model.encode_words(items, **kwargs)
 
     async def warm_up(self) -> None:
         """Run the model once through the batcher, then report ready."""
@@ -234,14 +232,12 @@ class Server:
         return results, sum(counts)
 
     def _check_options(self, kind: str, options: dict[str, Any]) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TruncationWarning)
-            if kind == "embed":
-                self.model.encode([], **options)
-            elif kind == "tokens":
-                self.model.encode_tokens([], **options)
-            else:
-                self.model.encode_words([], **options)
+        if kind == "embed":
+            self.model.encode([], **options)
+        elif kind == "tokens":
+            self.model.encode_tokens([], **options)
+        else:
+            self.model.encode_words([], **options)
 
     def texts(self, value: str | list[Any]) -> list[Any]:
         """The request's texts as a list, checked: not empty, not too many, valid Unicode."""
@@ -266,6 +262,9 @@ class Server:
 def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
     """The ASGI app serving `model` (see `bertx.serving.create_app`)."""
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    # Truncation is counted per request (bertx_truncated_texts_total), not warned about per batch: a
+    # process-wide filter, since warnings.catch_warnings is not safe across the server's threads.
+    warnings.filterwarnings("ignore", category=TruncationWarning)
     server = Server(model, settings or ServerSettings())
 
     @asynccontextmanager
