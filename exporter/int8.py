@@ -37,8 +37,9 @@ from bertx.manifest import Defaults
 from bertx.pooling import cosine_rows, pool
 from bertx.tokenization import Batch, TextEncoder
 
-from .int8_openvino import MAX_MIXED_NODES, OpenVINORecipe, ffn_out_matmuls, plain_nodes
+from .int8_openvino import MAX_MIXED_NODES, OpenVINORecipe
 from .int8_openvino import build as openvino_build
+from .int8_openvino import ladder as openvino_ladder
 from .int8_openvino import mixed as openvino_mixed
 from .int8_openvino import named as openvino_named
 from .int8_openvino import recipes_for as openvino_recipes
@@ -241,9 +242,7 @@ def quantize_int8(
             # CPU has it), as the onnxruntime ladder does; the first that passes is the fastest of them.
             if not ranking:
                 ranking = _sensitivity(base, source_graph(mixed_recipe(cpu, 0)), context, cpu, progress)
-            ranked = plain_nodes(context.exported, context.fused, [name for name, _ in ranking])
-            kept = set(ffn_out_matmuls(context.exported))
-            ranked = [group for group in ranked if not set(group) <= kept]
+            ranked = openvino_ladder(context.exported, context.fused, [name for name, _ in ranking])
             for k in range(1, min(MAX_MIXED_NODES, len(ranked)) + 1):
                 if measure_openvino(openvino_mixed(k), ranked).meets_target:
                     break
@@ -257,7 +256,7 @@ def quantize_int8(
         groups: list[list[str]] = []
         if fixed.accurate_nodes:
             ranking = _sensitivity(base, source_graph(mixed_recipe(cpu, 0)), context, cpu, progress)
-            groups = plain_nodes(context.exported, context.fused, [name for name, _ in ranking])
+            groups = openvino_ladder(context.exported, context.fused, [name for name, _ in ranking])
         measure_openvino(fixed, groups)
     else:
         recipe = named_recipe(options.recipe, cpu)

@@ -32,7 +32,7 @@ from .onnx_export import quiet
 PREFIX = "openvino-"
 MIXED = f"{PREFIX}mixed-"
 SMOOTH_ALPHA = 0.5
-MAX_MIXED_NODES = 8  # past this many bf16 nodes the graph is no faster than the bf16 variant
+MAX_MIXED_NODES = 8  # the ladder's last step: each costs an NNCF build, and the graph nears plain bf16
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,13 @@ def named(name: str) -> OpenVINORecipe | None:
     return next((r for r in RECIPES if r.name == name), None)
 
 
+def ladder(exported: Path, fused: Path, ranking: Sequence[str]) -> list[list[str]]:
+    """The steps of the `openvino-mixed-K` ladder: `plain_nodes` of the ranking, without the feed-forward
+    output projections, which every mixed recipe keeps out of INT8 already."""
+    kept = set(ffn_out_matmuls(exported))
+    return [group for group in plain_nodes(exported, fused, ranking) if not set(group) <= kept]
+
+
 def plain_nodes(exported: Path, fused: Path, ranking: Sequence[str]) -> list[list[str]]:
     """The plain graph's MatMuls behind each node of `ranking` (node names of the fused graph, most
     sensitive first), in that order. A MatMul keeps its name through the fusions; a fused Attention
@@ -136,7 +143,7 @@ def build(
     ranked: Sequence[Sequence[str]] = (),
 ) -> tuple[GraphFile, int, int]:
     """Quantize `exported` (plain ONNX) with NNCF into an OpenVINO IR at `out` (.xml, weights in .bin).
-    `ranked`: the plain graph's MatMuls of each node, most sensitive first (`plain_nodes`), for mixed recipes.
+    `ranked`: the plain graph's MatMuls of each node, most sensitive first (`ladder`), for mixed recipes.
 
     Returns the graph and how many MatMuls are INT8 and how many stay accurate.
     """
@@ -150,8 +157,7 @@ def build(
 
     nncf.set_log_level(logging.ERROR)  # its progress bars would break the export's own progress lines
     kept = ffn_out_matmuls(exported) if recipe.keep_ffn_out else []
-    # The ranking's feed-forward output projections are kept already; the next nodes count.
-    for group in [group for group in ranked if not set(group) <= set(kept)][: recipe.accurate_nodes]:
+    for group in ranked[: recipe.accurate_nodes]:
         kept += [name for name in group if name not in kept]
     advanced = nncf.AdvancedQuantizationParameters()
     if recipe.smooth_alpha is not None:

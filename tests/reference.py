@@ -6,6 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
+# Short texts in several scripts, with an emoji and a two-letter one (the OpenVINO and server tests).
+MIXED_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Unaffordable riverbank housing isn't new 🏠",
+    "Der Bürgermeister eröffnete das Museum am 3. Mai.",
+    "東京は日本の首都です。",
+    "ok",
+]
+
 
 def torch_hidden_states(model_dir: Path, texts: list[str], max_length: int) -> list[list[np.ndarray]]:
     """Per text, every hidden state (tokens, hidden) from transformers with output_hidden_states.

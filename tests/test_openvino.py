@@ -16,17 +16,11 @@ from bertx.cpu import CpuInfo, cpu_info
 from bertx.errors import ExportError, MissingDependencyError, OptionError
 from bertx.session import Device
 
-from reference import cosines, torch_hidden_states, torch_sentence_embeddings
+from reference import MIXED_TEXTS, cosines, torch_hidden_states, torch_sentence_embeddings
 
 pytest.importorskip("openvino")
 
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Unaffordable riverbank housing isn't new 🏠",
-    "Der Bürgermeister eröffnete das Museum am 3. Mai.",
-    "東京は日本の首都です。",
-    "ok",
-]
+TEXTS = MIXED_TEXTS
 HAS_BF16 = cpu_info().bf16
 
 pytestmark = pytest.mark.slow

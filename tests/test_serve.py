@@ -19,19 +19,13 @@ import pytest
 
 import bertx
 
-from reference import cosines, torch_hidden_states, torch_sentence_embeddings
+from reference import MIXED_TEXTS, cosines, torch_hidden_states, torch_sentence_embeddings
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "Unaffordable riverbank housing isn't new 🏠",
-    "Der Bürgermeister eröffnete das Museum am 3. Mai.",
-    "東京は日本の首都です。",
-    "ok",
-]
+TEXTS = MIXED_TEXTS
 KEY = "s3cret-key-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 

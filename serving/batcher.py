@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -96,7 +95,6 @@ class Batcher:
         self._carried: _Job | None = None
         self._queued_tokens = 0
         self._queued_texts = 0
-        self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertx-batch")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
