@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # A CPU build of torch, installed before the extras so nothing pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck bench bench-serve clean
 comma := ,
 
 $(VENV)/.bertx-deps: pyproject.toml
@@ -49,6 +49,18 @@ bench: install
 		--engines pytorch-fp32,sentence-transformers,st-openvino,openvino-int8-nncf,bertx-fp32,bertx-int8$(if $(BF16),$(comma)bertx-bf16)
 	$(PY) -m bertx.bench.summary README.md bench/results/all-MiniLM-L6-v2.json \
 		bench/results/bert-base-uncased-random-weights.json
+
+# `bertx serve` under load (1, 8, 32, 64 clients, then a 5-minute soak at 32) next to bertx in-process
+# and infinity-emb, which pins numpy < 2 and so gets a virtual environment of its own; where it does not
+# install, the bench reports it as skipped. Rewrites bench/results/serve-*.
+INFINITY_VENV := models/.bench-peers/infinity-venv
+INFINITY := infinity-emb[server,optimum]==0.0.78
+
+$(INFINITY_VENV)/bin/infinity_emb:
+	-$(PYTHON) -m venv $(INFINITY_VENV) && $(INFINITY_VENV)/bin/pip install -q "$(TORCH)" "$(INFINITY)"
+
+bench-serve: install $(INFINITY_VENV)/bin/infinity_emb
+	$(VENV)/bin/bertx bench-serve models/all-MiniLM-L6-v2 --variant int8 --soak 300
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -543,6 +543,57 @@ def bench(
         err.print(f"wrote {path}")
 
 
+@app.command("bench-serve")
+@_user_errors
+def bench_serve(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder to serve.")],
+    variant: Annotated[Precision, typer.Option(help="Precision variant to serve.")] = Precision.FP32,
+    clients: Annotated[str, typer.Option(help="Comma-separated concurrency levels.")] = "1,8,32,64",
+    requests: Annotated[int, typer.Option(min=1, help="Requests per level (after a warm-up).")] = 2000,
+    seconds: Annotated[float, typer.Option(min=1, help="Longest a level runs, in seconds.")] = 60.0,
+    texts: Annotated[int | None, typer.Option(min=1, help="Use only the first N corpus texts.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="Inference threads for every server.")] = 2,
+    soak: Annotated[
+        float, typer.Option(min=0, help="Seconds of soak at --soak-clients after the levels (0: none).")
+    ] = 0.0,
+    soak_clients: Annotated[int, typer.Option(min=1, help="Clients during the soak.")] = 32,
+    infinity: Annotated[
+        bool, typer.Option("--infinity/--no-infinity", help="Also load-test infinity-emb where it is installed.")
+    ] = True,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the JSON and markdown.")] = Path("bench/results"),
+    name: Annotated[str | None, typer.Option(help="File stem of the results [serve-ARTIFACT-VARIANT].")] = None,
+) -> None:
+    """Load-test `bertx serve` on 127.0.0.1: concurrent clients sending real text, throughput, latency
+    percentiles, errors and server memory, next to bertx in-process and infinity-emb."""
+    import shlex
+
+    try:
+        from .bench.serve_load import LoadSettings, markdown, run, write
+        from .serving.server import require_extra
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"bertx bench-serve needs the export and serve extras ({exc.name}): pip install 'bertx[export,serve]'"
+        ) from None
+    require_extra()
+    settings = LoadSettings(
+        clients=_ints(clients, "--clients"),
+        requests=requests,
+        seconds=seconds,
+        texts=texts,
+        variant=variant.value,
+        threads=threads,
+        soak_seconds=soak,
+        soak_clients=soak_clients,
+        infinity=infinity,
+    )
+    with err.status("load testing …") as status:
+        results = run(artifact, settings, progress=lambda message: status.update(message))
+    command = "bertx bench-serve " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    out.print(markdown(results, command), markup=False, highlight=False)
+    for path in write(results, out_dir, name or f"serve-{artifact.name}-{variant.value}", command):
+        err.print(f"wrote {path}")
+
+
 def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())

@@ -1,0 +1,50 @@
+"""The load bench of `bertx serve` (bench/serve_load.py), kept small: a tiny model, two concurrency levels
+and a few dozen requests. What it reports is checked against numbers taken here: the vectors served under
+load equal `Model.encode` in this process, and every request is counted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+from bertx.bench.serve_load import LoadSettings, run, write
+
+
+def test_load_levels_count_every_request_and_serve_in_process_vectors(tiny_artifact: Path, tmp_path: Path) -> None:
+    settings = LoadSettings(clients=(1, 4), requests=40, seconds=60, texts=30, infinity=False, soak_seconds=0)
+    messages: list[str] = []
+    results = run(tiny_artifact, settings, progress=messages.append)
+
+    server = results.servers[0]
+    assert server.skipped is None and [level.clients for level in server.levels] == [1, 4]
+    for level in server.levels:
+        assert level.errors == 0 and level.requests == 40, level.first_error
+        assert level.texts_per_s > 0 and 0 < level.p50_ms <= level.p95_ms <= level.p99_ms
+        assert level.rss_mb is not None and level.rss_mb > 50
+        # every served vector against Model.encode over all the texts in a process of its own
+        assert level.max_abs_diff is not None and level.max_abs_diff <= 1e-5
+    assert results.in_process["texts_per_s"] > 0 and results.in_process["batch1_p50_ms"] > 0
+    assert any("clients" in m for m in messages)
+
+    paths = write(results, tmp_path, "serve-tiny", "bertx bench-serve tiny")
+    data = json.loads(paths[0].read_text())
+    assert [lv["requests"] for lv in data["servers"][0]["levels"]] == [40, 40]
+    table = paths[1].read_text()
+    assert "| bertx serve | 1 |" in table and "| bertx serve | 4 |" in table
+
+
+def test_a_served_vector_that_differs_from_in_process_shows_in_the_level() -> None:
+    from bertx.bench.serve_load import _level, _Tally
+
+    reference = np.eye(3, 4, dtype=np.float32)
+    tally = _Tally(latencies=[0.001, 0.002, 0.003], vectors={0: reference[0], 2: reference[2] + 0.25})
+    level = _level(2, tally, 1.0, reference, None)
+    assert level.max_abs_diff == pytest.approx(0.25)
+    assert level.min_cosine is not None and level.min_cosine < 0.99
+    assert level.requests == 3 and level.texts_per_s == 3.0
