@@ -141,7 +141,7 @@ _IN_PROCESS = """
 import json, statistics, sys, time
 import numpy as np
 import bertx
-artifact, variant, threads, texts_file, vectors_file = sys.argv[1:6]
+artifact, variant, threads, texts_file, vectors_file, groups = sys.argv[1:7]
 texts = open(texts_file, encoding="utf-8").read().split("\\n")
 model = bertx.Model.from_pretrained(artifact, variant=variant, threads=int(threads))
 import warnings
@@ -159,7 +159,17 @@ for text in texts[:300]:
     model.encode([text])
     single.append(time.perf_counter() - start)
 single.sort()
+rounds = {}
+for size in [int(g) for g in groups.split(",")]:
+    passes = []
+    for _ in range(2):
+        start = time.perf_counter()
+        for first in range(0, len(texts), size):
+            model.encode(texts[first : first + size])
+        passes.append(time.perf_counter() - start)
+    rounds[size] = len(texts) / min(passes)
 print(json.dumps({
+    "rounds_texts_per_s": rounds,
     "texts_per_s": len(texts) / statistics.median(runs),
     "batch1_p50_ms": 1000 * statistics.median(single),
     "batch1_p99_ms": 1000 * single[min(len(single) - 1, int(0.99 * len(single)))],
@@ -171,10 +181,13 @@ print(json.dumps({
 def _in_process(
     artifact: Path, settings: LoadSettings, texts: Sequence[str], folder: Path
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """bertx's own `Model.encode` at its defaults in a fresh process: texts/s, batch-1 latency, vectors."""
+    """bertx's own `Model.encode` at its defaults in a fresh process: texts/s over the whole list at once,
+    and over consecutive groups as large as each concurrency level (the most a server can batch when
+    each of N clients sends one text and waits), batch-1 latency, and the vectors."""
     texts_file, vectors_file = folder / "texts.txt", folder / "vectors.npy"
     texts_file.write_text("\n".join(texts), encoding="utf-8")
-    arguments = [str(texts_file), str(vectors_file)]
+    groups = ",".join(str(c) for c in settings.clients)
+    arguments = [str(texts_file), str(vectors_file), groups]
     result = subprocess.run(
         [sys.executable, "-c", _IN_PROCESS, str(artifact), settings.variant, str(settings.threads), *arguments],
         capture_output=True,
@@ -209,19 +222,27 @@ def _infinity(
     folder: Path,
     progress: Callable[[str], None],
 ) -> ServerResult:
-    """infinity-emb serving the artifact's source model with its ONNX (optimum) engine, the one its
-    documentation recommends for CPUs."""
+    """infinity-emb serving the same model with its ONNX (optimum) engine, the one its documentation
+    recommends for CPUs, from a plain `last_hidden_state` export of the artifact's source weights (which
+    infinity optimizes itself when it loads it)."""
     from bertx.manifest import Manifest
+
+    from .peers import PEERS_DIR, _plain_export
 
     name = f"infinity-emb {INFINITY_VERSION}"
     executable = infinity_executable()
     if not executable.is_file():
         return ServerResult(name, skipped=f"not installed at {INFINITY_VENV} (make bench-serve installs it)")
-    source = Path(Manifest.load(artifact).source.path)
+    manifest = Manifest.load(artifact)
+    source = Path(manifest.source.path)
     if not source.is_dir():
         return ServerResult(name, skipped=f"source weights not found at {source}")
+    model = PEERS_DIR / artifact.name / "infinity"
+    if not (model / "model.onnx").is_file():
+        progress("infinity-emb: exporting the plain ONNX it reads …")
+        _plain_export(source, model, manifest)
     command = [
-        *(str(executable), "v2", "--model-id", str(source), "--served-model-name", "model"),
+        *(str(executable), "v2", "--model-id", str(model.resolve()), "--served-model-name", "model"),
         *("--engine", "optimum", "--device", "cpu", "--batch-size", "32", "--no-model-warmup"),
         *("--host", "127.0.0.1", "--port", str(_free_port())),
         *("--log-level", "warning"),
@@ -288,7 +309,7 @@ def _free_port() -> int:
 # --- load ---------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(repr=False)  # asyncio formats a task's result when it finishes: 1,000 vectors took seconds
 class _Tally:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
@@ -343,37 +364,96 @@ def _level(clients: int, tally: _Tally, elapsed: float, reference: np.ndarray, r
 
 
 async def _load(url: str, texts: Sequence[str], clients: int, requests: int, seconds: float, keep: bool) -> _Tally:
-    """`clients` concurrent clients, each sending one text a request and waiting for its answer, until
-    `requests` were sent or `seconds` passed."""
-    import httpx
-
+    """`clients` concurrent clients, each on its own keep-alive connection sending one text a request and
+    waiting for its answer, until `requests` were sent or `seconds` passed."""
     tally = _Tally()
     counter = itertools.count()
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as client:
+    host, port, path = _split_url(url)
+    bodies = [json.dumps({"input": [t], "model": "model", "encoding_format": "base64"}).encode() for t in texts]
 
-        async def one_client() -> None:
+    async def one_client() -> None:
+        connection: _Connection | None = None
+        try:
             while (i := next(counter)) < requests and time.perf_counter() < deadline:
                 row = i % len(texts)
-                body = {"input": [texts[row]], "model": "model", "encoding_format": "base64"}
                 start = time.perf_counter()
                 try:
-                    response = await client.post(url, json=body)
+                    connection = connection or await _Connection.open(host, port)
+                    status, payload = await asyncio.wait_for(connection.post(path, bodies[row]), 60)
                     elapsed = time.perf_counter() - start
-                    if response.status_code != 200:
-                        _error(tally, f"HTTP {response.status_code}: {response.text[:200]}")
+                    if status != 200:
+                        _error(tally, f"HTTP {status}: {payload[:200].decode(errors='replace')}")
                         continue
-                    vector = np.frombuffer(base64.b64decode(response.json()["data"][0]["embedding"]), np.float32)
-                except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
+                    encoded = json.loads(payload)["data"][0]["embedding"]
+                    vector = np.frombuffer(base64.b64decode(encoded), np.float32)
+                except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError, IndexError) as exc:
                     _error(tally, f"{type(exc).__name__}: {exc}")
+                    if connection is not None:
+                        connection.close()
+                    connection = None
                     continue
                 tally.latencies.append(elapsed)
                 if keep and row not in tally.vectors:
                     tally.vectors[row] = vector
+        finally:
+            if connection is not None:
+                connection.close()
 
-        await asyncio.gather(*(one_client() for _ in range(clients)))
+    await asyncio.gather(*(one_client() for _ in range(clients)))
     return tally
+
+
+class _Connection:
+    """One HTTP/1.1 keep-alive connection. The load generator speaks HTTP over asyncio streams itself
+    because it shares the machine's cores with the server it measures: a general client (httpx) spent
+    about 4 ms of CPU a request here, a third of what bertx spends embedding a text."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode("ascii") + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionResetError("the server closed the connection")
+        status = int(status_line.split()[1])
+        length, chunked = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+            elif name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if not chunked:
+            return status, await self.reader.readexactly(length)
+        parts = []
+        while size := int((await self.reader.readline()).split(b";")[0], 16):
+            parts.append(await self.reader.readexactly(size))
+            await self.reader.readline()
+        await self.reader.readline()
+        return status, b"".join(parts)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _split_url(url: str) -> tuple[str, int, str]:
+    """Host, port and path of an http:// URL."""
+    rest = url.removeprefix("http://")
+    address, _, path = rest.partition("/")
+    host, _, port = address.partition(":")
+    return host, int(port or 80), "/" + path
 
 
 def _error(tally: _Tally, message: str) -> None:
@@ -472,21 +552,26 @@ def markdown(results: LoadResults, command: str) -> str:
         f"BF16 {m['bf16']}; {settings.threads} inference threads; clients in one process on the same machine.  ",
         f"Each request: one corpus text, `/v1/embeddings` with base64 vectors. Each level: up to "
         f"{settings.requests} requests or {settings.seconds:.0f} s after a warm-up of 2 requests a client.  ",
-        f"bertx in-process (`Model.encode` at its defaults, fresh process): {ip['texts_per_s']:.1f} texts/s; "
-        f"batch-1 p50 {ip['batch1_p50_ms']:.2f} ms, p99 {ip['batch1_p99_ms']:.2f} ms.",
+        f"bertx in-process (`Model.encode` at its defaults, fresh process): {ip['texts_per_s']:.1f} texts/s "
+        "over the whole list at once; in consecutive groups of N texts (N = clients: the most a server can "
+        "batch when N clients each send one text and wait) "
+        + ", ".join(f"N={n}: {v:.1f}" for n, v in ip["rounds_texts_per_s"].items())
+        + f" texts/s; batch-1 p50 {ip['batch1_p50_ms']:.2f} ms, p99 {ip['batch1_p99_ms']:.2f} ms.",
         "",
-        "| server | clients | texts/s | × in-process | p50 ms | p95 ms | p99 ms | errors | RSS MB | "
-        "max abs diff | min cos |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | clients | texts/s | × in-process, whole list | × in-process, groups of N | p50 ms | p95 ms | "
+        "p99 ms | errors | RSS MB | max abs diff | min cos |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for server in results.servers:
         if server.skipped:
-            lines.append(f"| {server.name} | skipped: {server.skipped} |||||||||| ")
+            lines.append(f"| {server.name} | skipped: {server.skipped} ||||||||||| ")
             continue
         for level in server.levels:
             lines.append(
                 f"| {server.name} | {level.clients} | {level.texts_per_s:.1f} | "
-                f"{level.texts_per_s / ip['texts_per_s']:.2f}× | {level.p50_ms:.1f} | {level.p95_ms:.1f} | "
+                f"{level.texts_per_s / ip['texts_per_s']:.2f}× | "
+                f"{_ratio(level.texts_per_s, ip['rounds_texts_per_s'].get(str(level.clients)))} | "
+                f"{level.p50_ms:.1f} | {level.p95_ms:.1f} | "
                 f"{level.p99_ms:.1f} | {level.errors} | {_num(level.rss_mb, 0)} | "
                 f"{_sci(level.max_abs_diff)} | {_num(level.min_cosine, 5)} |"
             )
@@ -521,6 +606,10 @@ def write(results: LoadResults, out_dir: Path, stem: str, command: str) -> list[
         partial.write_text(text, encoding="utf-8")
         partial.replace(path)
     return paths
+
+
+def _ratio(value: float, base: float | None) -> str:
+    return "–" if not base else f"{value / base:.2f}×"
 
 
 def _num(value: float | None, digits: int) -> str:

@@ -589,7 +589,7 @@ def bench_serve(
     with err.status("load testing …") as status:
         results = run(artifact, settings, progress=lambda message: status.update(message))
     command = "bertx bench-serve " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    out.print(markdown(results, command), markup=False, highlight=False)
+    sys.stdout.write(markdown(results, command))
     for path in write(results, out_dir, name or f"serve-{artifact.name}-{variant.value}", command):
         err.print(f"wrote {path}")
 

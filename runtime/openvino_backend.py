@@ -19,10 +19,6 @@ from .errors import ArtifactError, MissingDependencyError, OptionError
 from .session import Device, resolve_threads
 
 INSTALL = "pip install 'bertx[openvino]'"
-# OpenVINO's CPU plugin keeps the kernels it prepared for each input shape, 5,000 shapes by default:
-# with length-sorted token-budget batches every call can be a new shape, and that cache alone held
-# about 150 MB for MiniLM on the bench corpus and grows with more lengths. 16 keeps the speed.
-RUNTIME_CACHE_SHAPES = 16
 
 
 def import_openvino() -> Any:
@@ -59,7 +55,6 @@ class OpenVINORunner:
             "INFERENCE_PRECISION_HINT": precision.value,
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
-            "CPU_RUNTIME_CACHE_CAPACITY": RUNTIME_CACHE_SHAPES,
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
