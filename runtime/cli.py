@@ -620,8 +620,8 @@ def serve(
         int, typer.Option(min=1, help="Tokens one batching round of concurrent requests holds.")
     ] = 8192,
     max_wait_ms: Annotated[
-        float, typer.Option(min=0, max=1000, help="How long a round that is not full waits for more requests.")
-    ] = 2.0,
+        float, typer.Option(min=0, max=1000, help="Wait for more requests in a round (0: run what is queued).")
+    ] = 0.0,
     max_queue_tokens: Annotated[
         int, typer.Option(min=1, help="Tokens that may wait; beyond, requests get 503 with Retry-After.")
     ] = 262_144,

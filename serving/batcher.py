@@ -33,12 +33,14 @@ class BatchSettings:
 
     Attributes:
         max_batch_tokens: Tokens one round holds; a request with more is split across rounds.
-        max_wait_ms: How long a round that is not full waits for more requests (0: run what is queued).
+        max_wait_ms: How long a round that is not full waits for more requests. The default, 0, runs what
+            is queued as soon as the worker is free: requests that arrive while a round runs make up the
+            next one, so a busy server batches by itself and a lone request does not wait.
         max_queue_tokens: Tokens that may wait; a request that would exceed it is refused (503).
     """
 
     max_batch_tokens: int = 8192
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_queue_tokens: int = 262_144
 
     def __post_init__(self) -> None:
