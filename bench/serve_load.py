@@ -242,13 +242,14 @@ def _infinity(
         progress("infinity-emb: exporting the plain ONNX it reads …")
         _plain_export(source, model, manifest)
     command = [
-        *(str(executable), "v2", "--model-id", str(model.resolve()), "--served-model-name", "model"),
+        *(str(executable), "v2", "--model-id", ".", "--served-model-name", "model"),
         *("--engine", "optimum", "--device", "cpu", "--batch-size", "32", "--no-model-warmup"),
         *("--host", "127.0.0.1", "--port", str(_free_port())),
         *("--log-level", "warning"),
     ]
     env = {"OMP_NUM_THREADS": str(settings.threads), "INFINITY_ANONYMOUS_USAGE_STATS": "0", "HF_HUB_OFFLINE": "1"}
-    result, process = _start(ServerResult(name, command), "/health", folder / "infinity.log", env)
+    # infinity 0.0.78 finds a local folder's ONNX file only by a path relative to the folder it runs in
+    result, process = _start(ServerResult(name, command), "/health", folder / "infinity.log", env, cwd=model)
     if process is None:
         return result
     try:
@@ -259,7 +260,7 @@ def _infinity(
 
 
 def _start(
-    result: ServerResult, ready: str, log: Path, env: dict[str, str] | None = None
+    result: ServerResult, ready: str, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[ServerResult, subprocess.Popen[bytes] | None]:
     """Start the server and wait until `ready` answers 200; on failure the result says why."""
     import httpx
@@ -267,7 +268,7 @@ def _start(
     start = time.perf_counter()
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            result.command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            result.command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd
         )
     url = _url(result) + ready
     while time.perf_counter() - start < READY_TIMEOUT_S:

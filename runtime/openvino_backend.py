@@ -19,6 +19,11 @@ from .errors import ArtifactError, MissingDependencyError, OptionError
 from .session import Device, resolve_threads
 
 INSTALL = "pip install 'bertx[openvino]'"
+# OpenVINO's CPU plugin keeps the kernels it prepared for each input shape it has seen, up to 5,000
+# shapes by default. A server's batches come in ever new shapes (texts × length): over a 5-minute load
+# test that cache took a MiniLM INT8 server from 265 MB to 1.67 GB. 256 shapes bound it and still hold
+# every length of batch-1 calls (a miss costs about 4 ms).
+RUNTIME_CACHE_SHAPES = 256
 
 
 def import_openvino() -> Any:
@@ -55,6 +60,7 @@ class OpenVINORunner:
             "INFERENCE_PRECISION_HINT": precision.value,
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
+            "CPU_RUNTIME_CACHE_CAPACITY": RUNTIME_CACHE_SHAPES,
         }
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads

@@ -1,11 +1,11 @@
 """Dynamic batching: concurrent requests coalesced into rounds that one worker thread runs.
 
 Each request is split into jobs of at most `max_batch_tokens` tokens (a request too big for one
-round is split, not refused). A scheduler task on the event loop takes the oldest job and adds the
-jobs queued behind it, waiting up to `max_wait_ms` for more while the round is under its token
-budget; the round runs in the worker thread, off the event loop, while the next one gathers. The
-model inside sorts a round's texts by length and cuts it into token-budget batches, so each caller's
-texts share batches with everyone else's and each caller gets exactly its own rows back.
+round is split, not refused). A scheduler task on the event loop takes the oldest job and every job
+queued behind it, up to the token budget (waiting up to `max_wait_ms` for more, 0 by default), and runs
+the round in the worker thread, off the event loop; requests that arrive meanwhile make up the next
+round. The model inside sorts a round's texts by length and cuts it into token-budget batches, so each
+caller's texts share batches with everyone else's and each caller gets exactly its own rows back.
 
 The queue is bounded in tokens: a request that would overflow it is refused at once (`Overloaded`,
 an HTTP 503 with Retry-After) instead of waiting without bound. Nothing here knows about HTTP.
