@@ -242,7 +242,7 @@ def _infinity(
         progress("infinity-emb: exporting the plain ONNX it reads …")
         _plain_export(source, model, manifest)
     command = [
-        *(str(executable), "v2", "--model-id", ".", "--served-model-name", "model"),
+        *(str(executable.resolve()), "v2", "--model-id", ".", "--served-model-name", "model"),
         *("--engine", "optimum", "--device", "cpu", "--batch-size", "32", "--no-model-warmup"),
         *("--host", "127.0.0.1", "--port", str(_free_port())),
         *("--log-level", "warning"),
@@ -267,9 +267,13 @@ def _start(
 
     start = time.perf_counter()
     with log.open("wb") as handle:
-        process = subprocess.Popen(
-            result.command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd
-        )
+        try:
+            process = subprocess.Popen(
+                result.command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd
+            )
+        except OSError as exc:
+            result.skipped = f"cannot start {result.command[0]}: {exc}"
+            return result, None
     url = _url(result) + ready
     while time.perf_counter() - start < READY_TIMEOUT_S:
         if process.poll() is not None:
