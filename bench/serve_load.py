@@ -225,7 +225,7 @@ def _infinity(
     """infinity-emb serving the same model with its ONNX (optimum) engine, the one its documentation
     recommends for CPUs, from a plain `last_hidden_state` export of the artifact's source weights (which
     infinity optimizes itself when it loads it)."""
-    from bertx.manifest import Manifest
+    from bertx.manifest import Manifest, Pooling
 
     from .peers import PEERS_DIR, _plain_export
 
@@ -237,6 +237,8 @@ def _infinity(
     source = Path(manifest.source.path)
     if not source.is_dir():
         return ServerResult(name, skipped=f"source weights not found at {source}")
+    if manifest.defaults.pooling not in (Pooling.MEAN, Pooling.CLS):
+        return ServerResult(name, skipped=f"it pools mean or cls, not {manifest.defaults.pooling}")
     model = PEERS_DIR / artifact.name / "infinity"
     if not (model / "model.onnx").is_file():
         progress("infinity-emb: exporting the plain ONNX it reads …")
@@ -244,6 +246,8 @@ def _infinity(
     command = [
         *(str(executable.resolve()), "v2", "--model-id", ".", "--served-model-name", "model"),
         *("--engine", "optimum", "--device", "cpu", "--batch-size", "32", "--no-model-warmup"),
+        # its optimum engine pools the first token unless told "mean" ("auto" falls to cls there)
+        *("--pooling-method", "mean" if manifest.defaults.pooling is Pooling.MEAN else "cls"),
         *("--host", "127.0.0.1", "--port", str(_free_port())),
         *("--log-level", "warning"),
     ]
