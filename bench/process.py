@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 RUNS = 3
 
 
-def _worker(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_worker(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bertx.bench.worker", *args], capture_output=True, text=True, timeout=timeout
     )
@@ -35,7 +35,7 @@ def cold_start(engine: str, artifact: Path, threads: int) -> float | None:
     times = []
     for _ in range(RUNS):
         start = time.perf_counter()
-        result = _worker([engine, str(artifact), str(threads), "first"])
+        result = run_worker([engine, str(artifact), str(threads), "first"])
         if result.returncode != 0:
             return None
         times.append(time.perf_counter() - start)
@@ -48,7 +48,7 @@ def peak_rss(engine: str, artifact: Path, threads: int, texts: Sequence[str], ba
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8", delete=False) as handle:
         handle.write("\n".join(t.replace("\n", " ") for t in texts))
     try:
-        result = _worker([engine, str(artifact), str(threads), "rss", handle.name, str(batch or "default")])
+        result = run_worker([engine, str(artifact), str(threads), "rss", handle.name, str(batch or "default")])
     finally:
         Path(handle.name).unlink(missing_ok=True)
     if result.returncode != 0:
@@ -65,7 +65,9 @@ def measure_isolated(
     with tempfile.TemporaryDirectory(prefix="bertx-bench-") as folder:
         spec, out = Path(folder) / "spec.json", Path(folder) / "out"
         spec.write_text(json.dumps({"settings": asdict(settings), "workloads": workloads}), encoding="utf-8")
-        result = _worker([engine, str(artifact), str(settings.threads), "measure", str(spec), str(out)], timeout=3600)
+        result = run_worker(
+            [engine, str(artifact), str(settings.threads), "measure", str(spec), str(out)], timeout=3600
+        )
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
             reason = lines[-1] if lines else f"exit code {result.returncode}"

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from bertx.pooling import cosine_rows
+
 from .harness import corpus_texts
 from .report import machine, versions
 
@@ -137,66 +139,57 @@ def run(artifact: Path, settings: LoadSettings, progress: Callable[[str], None] 
 
 # --- the in-process ceiling -------------------------------------------------------------------------
 
-_IN_PROCESS = """
-import json, statistics, sys, time
-import numpy as np
-import bertx
-artifact, variant, threads, texts_file, vectors_file, groups = sys.argv[1:7]
-texts = open(texts_file, encoding="utf-8").read().split("\\n")
-model = bertx.Model.from_pretrained(artifact, variant=variant, threads=int(threads))
-import warnings
-warnings.simplefilter("ignore")
-vectors = model.encode(texts)
-np.save(vectors_file, vectors.astype(np.float32))
-runs = []
-for _ in range(3):
-    start = time.perf_counter()
-    model.encode(texts)
-    runs.append(time.perf_counter() - start)
-single = []
-for text in texts[:300]:
-    start = time.perf_counter()
-    model.encode([text])
-    single.append(time.perf_counter() - start)
-single.sort()
-rounds = {}
-for size in [int(g) for g in groups.split(",")]:
-    passes = []
-    for _ in range(2):
-        start = time.perf_counter()
-        for first in range(0, len(texts), size):
-            model.encode(texts[first : first + size])
-        passes.append(time.perf_counter() - start)
-    rounds[size] = len(texts) / min(passes)
-print(json.dumps({
-    "rounds_texts_per_s": rounds,
-    "texts_per_s": len(texts) / statistics.median(runs),
-    "batch1_p50_ms": 1000 * statistics.median(single),
-    "batch1_p99_ms": 1000 * single[min(len(single) - 1, int(0.99 * len(single)))],
-    "device": model.device.value,
-}))
-"""
-
 
 def _in_process(
     artifact: Path, settings: LoadSettings, texts: Sequence[str], folder: Path
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """bertx's own `Model.encode` at its defaults in a fresh process: texts/s over the whole list at once,
-    and over consecutive groups as large as each concurrency level (the most a server can batch when
-    each of N clients sends one text and waits), batch-1 latency, and the vectors."""
+    """bertx in a fresh bench worker process (`baseline`), the variant served, at its defaults."""
+    from .process import run_worker
+
     texts_file, vectors_file = folder / "texts.txt", folder / "vectors.npy"
     texts_file.write_text("\n".join(texts), encoding="utf-8")
     groups = ",".join(str(c) for c in settings.clients)
-    arguments = [str(texts_file), str(vectors_file), groups]
-    result = subprocess.run(
-        [sys.executable, "-c", _IN_PROCESS, str(artifact), settings.variant, str(settings.threads), *arguments],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    engine = f"bertx-{settings.variant}"
+    arguments = [engine, str(artifact), str(settings.threads), "baseline", str(texts_file), str(vectors_file), groups]
+    result = run_worker(arguments, timeout=1800)
     if result.returncode != 0:
         raise RuntimeError(f"bertx in-process failed: {_tail(result.stderr)}")
     return json.loads(result.stdout.strip().splitlines()[-1]), np.load(vectors_file)
+
+
+def baseline(
+    encode: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str], groups: Sequence[int]
+) -> dict[str, Any]:
+    """What the server is held to, timed with `encode` (an engine's defaults): texts/s over the whole list
+    at once (median of 3), over consecutive groups as large as each concurrency level (the most a server
+    can batch when each of N clients sends one text and waits; best of 2), and batch-1 latency."""
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        encode(texts)
+        runs.append(time.perf_counter() - start)
+    for text in texts[:300]:  # each new length is a new shape: OpenVINO prepares kernels once per shape
+        encode([text])
+    single = []
+    for text in texts[:300]:
+        start = time.perf_counter()
+        encode([text])
+        single.append(time.perf_counter() - start)
+    rounds = {}
+    for size in groups:
+        passes = []
+        for _ in range(2):
+            start = time.perf_counter()
+            for first in range(0, len(texts), size):
+                encode(texts[first : first + size])
+            passes.append(time.perf_counter() - start)
+        rounds[str(size)] = len(texts) / min(passes)
+    return {
+        "texts_per_s": len(texts) / float(np.median(runs)),
+        "rounds_texts_per_s": rounds,
+        "batch1_p50_ms": _percentile(single, 50),
+        "batch1_p99_ms": _percentile(single, 99),
+    }
 
 
 # --- servers ------------------------------------------------------------------------------------------
@@ -353,9 +346,7 @@ def _level(clients: int, tally: _Tally, elapsed: float, reference: np.ndarray, r
         got = np.stack([tally.vectors[i] for i in rows])
         want = reference[rows]
         diff = float(np.abs(got - want).max())
-        cosine = float(
-            ((got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1) + 1e-12)).min()
-        )
+        cosine = float(cosine_rows(got, want).min())
     return Level(
         clients=clients,
         requests=done + tally.errors,

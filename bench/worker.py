@@ -1,9 +1,11 @@
 """A process that only loads one engine and embeds: `python -m bertx.bench.worker ENGINE ARTIFACT THREADS MODE`.
 
 MODE is `first` (embed one text, for cold start), `rss FILE BATCH` (embed the file's lines at batch
-BATCH, or with the engine's defaults for `default`, and print the peak resident memory) or
+BATCH, or with the engine's defaults for `default`, and print the peak resident memory),
 `measure SPEC OUT` (run the workloads in SPEC through `harness.measure`, write OUT.json and the corpus
-vectors to OUT.npy). Only what the engine itself needs is imported.
+vectors to OUT.npy) or `baseline FILE VECTORS GROUPS` (the in-process figures `bertx bench-serve` holds
+the server to, printed as JSON, and the file's vectors at the engine's defaults saved to VECTORS). Only
+what the engine itself needs is imported.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ def main(argv: list[str]) -> None:
         _measure(engine, Path(argv[4]), Path(argv[5]))
         return
     texts = Path(argv[4]).read_text(encoding="utf-8").splitlines()
+    if mode == "baseline":
+        _baseline(engine, texts, Path(argv[5]), [int(g) for g in argv[6].split(",")])
+        return
     if argv[5] == "default":
         engine.encode_default(texts)
     else:
@@ -62,6 +67,22 @@ def _measure(engine: Any, spec_file: Path, out: Path) -> None:
         "details": measured.details,
     }
     out.with_suffix(".json").write_text(json.dumps(body), encoding="utf-8")
+
+
+def _baseline(engine: Any, texts: list[str], vectors: Path, groups: list[int]) -> None:
+    import warnings
+
+    import numpy as np
+
+    from bertx.model import TruncationWarning
+
+    from .serve_load import baseline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        np.save(vectors, engine.encode_default(texts).astype(np.float32))
+        figures = baseline(engine.encode_default, texts, groups)
+    print(json.dumps(figures))
 
 
 def _peak_kb() -> float:

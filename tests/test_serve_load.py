@@ -1,6 +1,6 @@
 """The load bench of `bertx serve` (bench/serve_load.py), kept small: a tiny model, two concurrency levels
-and a few dozen requests. What it reports is checked against numbers taken here: the vectors served under
-load equal `Model.encode` in this process, and every request is counted."""
+and a few dozen requests. Every request is counted, and the vectors served under load match `Model.encode`
+run in a process of its own; a second test shows a wrong served vector would surface in that comparison."""
 
 from __future__ import annotations
 
