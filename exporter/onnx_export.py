@@ -12,12 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from bertx.errors import ExportError, UnsupportedModelError
-from bertx.manifest import Architecture, Defaults, Pooling
+from bertx.manifest import Architecture, Defaults, Head, HeadKind, Pooling, ProblemType
 
 from .resolve import ResolvedModel
 
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "roberta")
 DYNAMIC_AXES = {0: "batch_size", 1: "sequence_length"}
+HEAD_OUTPUT = "logits"
+# The class-name endings of the fine-tuned checkpoints whose head is exported, and Optimum's task for each.
+HEAD_CLASSES = {
+    "ForSequenceClassification": (HeadKind.SEQUENCE_CLASSIFICATION, "text-classification"),
+    "ForTokenClassification": (HeadKind.TOKEN_CLASSIFICATION, "token-classification"),
+}
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,14 @@ class ModelFacts:
     architecture: Architecture
     defaults: Defaults
     max_length_limit: int
+    head: Head | None = None
+
+    @property
+    def task(self) -> str:
+        """Optimum's task name for the export: the head's, or bare feature extraction."""
+        if self.head is None:
+            return "feature-extraction"
+        return next(task for kind, task in HEAD_CLASSES.values() if kind is self.head.kind)
 
 
 def read_model_facts(source: ResolvedModel, max_length: int | None) -> ModelFacts:
@@ -58,11 +72,31 @@ def read_model_facts(source: ResolvedModel, max_length: int | None) -> ModelFact
         if not 2 <= max_length <= limit:
             raise ExportError(f"--max-length must be between 2 and {limit} for this model, got {max_length}")
         defaults = Defaults(defaults.pooling, defaults.normalize, max_length, "--max-length")
-    return ModelFacts(architecture, defaults, limit)
+    return ModelFacts(architecture, defaults, limit, _head(config))
+
+
+def _head(config: Any) -> Head | None:
+    """The task head of a fine-tuned checkpoint (from `architectures` in its config), or None for a bare
+    encoder. Heads bertx cannot export yet (question answering, masked LM, …) are dropped with the
+    encoder kept, as `AutoModel` does."""
+    names = [str(name) for name in (getattr(config, "architectures", None) or [])]
+    for name in names:
+        for ending, (kind, _) in HEAD_CLASSES.items():
+            if name.endswith(ending):
+                count = int(config.num_labels)
+                id2label = {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
+                labels = tuple(id2label.get(i, f"LABEL_{i}") for i in range(count))
+                problem = getattr(config, "problem_type", None)
+                if problem is None:
+                    # transformers decides at training time; a single output is a score, as in its own loss.
+                    problem = "regression" if count == 1 and kind is HeadKind.SEQUENCE_CLASSIFICATION else None
+                return Head(kind, HEAD_OUTPUT, labels, ProblemType(problem or ProblemType.SINGLE_LABEL.value))
+    return None
 
 
 def export_onnx(source: ResolvedModel, facts: ModelFacts, out_dir: Path, opset: int | None) -> Path:
-    """Export the model with outputs `hidden_states.0` … `hidden_states.L` into `out_dir/model.onnx`.
+    """Export the model with outputs `hidden_states.0` … `hidden_states.L` into `out_dir/model.onnx`;
+    a fine-tuned checkpoint's head adds `logits` (first, as the model returns it).
 
     Returns the path of the ONNX file. Optimum's own validation on random inputs is skipped: bertx's
     parity gate checks every variant on real text afterwards.
@@ -72,25 +106,29 @@ def export_onnx(source: ResolvedModel, facts: ModelFacts, out_dir: Path, opset: 
 
     config = load_config(source.path)
     constructor = TasksManager.get_exporter_config_constructor(
-        exporter="onnx", model_type=config.model_type, task="feature-extraction", library_name="transformers"
+        exporter="onnx", model_type=config.model_type, task=facts.task, library_name="transformers"
     )
     base_class = type(constructor(config))
-    layers = facts.architecture.num_layers
+    names = output_names(facts)
+    head = facts.head
 
     class HiddenStatesOnnxConfig(base_class):  # type: ignore[misc, valid-type]
         """The model's own OnnxConfig with every hidden state as an output instead of the last only."""
 
         @property
         def outputs(self) -> dict[str, dict[int, str]]:
-            return {f"hidden_states.{i}": dict(DYNAMIC_AXES) for i in range(layers + 1)}
+            axes = {name: dict(DYNAMIC_AXES) for name in names}
+            if head is not None and head.kind is HeadKind.SEQUENCE_CLASSIFICATION:
+                axes[head.output] = {0: "batch_size"}
+            return axes
 
-    onnx_config = HiddenStatesOnnxConfig(config, task="feature-extraction")
+    onnx_config = HiddenStatesOnnxConfig(config, task=facts.task)
     try:
         with quiet():
             main_export(
                 str(source.path),
                 output=out_dir,
-                task="feature-extraction",
+                task=facts.task,
                 opset=opset,
                 library_name="transformers",
                 model_kwargs={"output_hidden_states": True},
@@ -104,6 +142,12 @@ def export_onnx(source: ResolvedModel, facts: ModelFacts, out_dir: Path, opset: 
     if not path.is_file():
         raise ExportError(f"Optimum finished without writing {path}")
     return path
+
+
+def output_names(facts: ModelFacts) -> list[str]:
+    """The graph's outputs in the order the model returns them: the head's logits, then every hidden state."""
+    states = [f"hidden_states.{i}" for i in range(facts.architecture.num_layers + 1)]
+    return states if facts.head is None else [facts.head.output, *states]
 
 
 def load_config(folder: Path) -> Any:

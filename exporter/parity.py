@@ -16,7 +16,7 @@ import numpy as np
 
 from bertx.backends import GraphFile, open_graph
 from bertx.errors import ExportError
-from bertx.manifest import Defaults, LayerError, ParityReport, Precision, Thresholds
+from bertx.manifest import Defaults, Head, HeadKind, HeadParity, LayerError, ParityReport, Precision, Thresholds
 from bertx.pooling import cosine_rows, pool
 from bertx.tokenization import TextEncoder
 
@@ -66,6 +66,9 @@ class _Tally:
     layer_max: np.ndarray
     cosines: list[np.ndarray] = field(default_factory=list)
     nonfinite: bool = False
+    head_max: float = 0.0
+    head_agree: int = 0
+    head_items: int = 0
 
 
 def check_parity(
@@ -77,16 +80,26 @@ def check_parity(
     defaults: Defaults,
     thresholds: dict[Precision, Thresholds],
     texts: Sequence[str] | None = None,
+    head: Head | None = None,
 ) -> dict[Precision, ParityReport]:
     """Run each variant's graph (with the engine it is made for) and PyTorch fp32 on the same batches and compare.
+
+    With a task head, its logits are compared too: the largest difference (over real tokens for a
+    tagger) and how often the best label agrees. fp32 logits must meet the fp32 `max_abs` limit.
 
     Returns one report per variant; `report.passed` tells whether it met its thresholds.
     """
     import torch
-    from transformers import AutoModel
+    import transformers
 
     texts = list(texts) if texts is not None else parity_texts()
-    model = AutoModel.from_pretrained(source_path, output_hidden_states=True).eval()
+    auto = {
+        None: transformers.AutoModel,
+        HeadKind.SEQUENCE_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
+        HeadKind.TOKEN_CLASSIFICATION: transformers.AutoModelForTokenClassification,
+    }[None if head is None else head.kind]
+    model = auto.from_pretrained(source_path, output_hidden_states=True).eval()
+    wanted = list(output_names) if head is None else [*output_names, head.output]
     sessions = {p: open_graph(graph) for p, graph in variants.items()}
     tallies = {p: _Tally(layer_max=np.zeros(len(output_names))) for p in variants}
     encodings = encoder.encode(texts)
@@ -95,21 +108,33 @@ def check_parity(
         batch = encoder.pad(encodings[start : start + BATCH_SIZE])
         feeds = batch.feeds(input_names)
         with torch.inference_mode():
-            reference = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).hidden_states
-        expected = [h.numpy() for h in reference]
+            result = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        expected = [h.numpy() for h in result.hidden_states]
         real = batch.mask.astype(bool)
         expected_pooled = pool(expected[-1], batch.mask, defaults.pooling)
         for precision, session in sessions.items():
-            got = session.run(list(output_names), feeds)
+            got = session.run(wanted, feeds)
             tally = tallies[precision]
+            if head is not None:
+                _tally_head(tally, got.pop(), result.logits.numpy(), real, head.kind)
             for i, (ours, theirs) in enumerate(zip(got, expected)):
                 tally.nonfinite |= not bool(np.isfinite(ours[real]).all())
                 tally.layer_max[i] = max(tally.layer_max[i], float(np.abs(ours[real] - theirs[real]).max()))
             tally.cosines.append(cosine_rows(pool(got[-1], batch.mask, defaults.pooling), expected_pooled))
     return {
-        precision: _report(tally, output_names, thresholds[precision], defaults, len(texts), tokens)
+        precision: _report(tally, output_names, thresholds[precision], defaults, len(texts), tokens, head)
         for precision, tally in tallies.items()
     }
+
+
+def _tally_head(tally: _Tally, ours: np.ndarray, theirs: np.ndarray, real: np.ndarray, kind: HeadKind) -> None:
+    """Add one batch's logits to the head statistics; a tagger's padded positions are left out."""
+    if kind is HeadKind.TOKEN_CLASSIFICATION:
+        ours, theirs = ours[real], theirs[real]
+    tally.nonfinite |= not bool(np.isfinite(ours).all())
+    tally.head_max = max(tally.head_max, float(np.abs(ours - theirs).max(initial=0.0)))
+    tally.head_agree += int((ours.argmax(axis=-1) == theirs.argmax(axis=-1)).sum())
+    tally.head_items += len(ours)
 
 
 def _report(
@@ -119,14 +144,20 @@ def _report(
     defaults: Defaults,
     texts: int,
     tokens: int,
+    head: Head | None,
 ) -> ParityReport:
     cosines = np.concatenate(tally.cosines)
     layers = tuple(LayerError(name, float(err)) for name, err in zip(names, tally.layer_max))
     cosine_min = float(np.nan_to_num(cosines.min(), nan=-1.0))
+    head_parity = None
+    if head is not None:
+        agreement = tally.head_agree / max(tally.head_items, 1)
+        head_parity = HeadParity(head.output, tally.head_max, agreement, tally.head_items)
+    errors = [layer.max_abs for layer in layers] + ([] if head_parity is None else [head_parity.max_abs])
     passed = (
         not tally.nonfinite
         and cosine_min >= limits.min_cosine
-        and (limits.max_abs is None or all(layer.max_abs <= limits.max_abs for layer in layers))
+        and (limits.max_abs is None or all(error <= limits.max_abs for error in errors))
     )
     return ParityReport(
         passed=passed,
@@ -139,4 +170,5 @@ def _report(
         cosine_min=cosine_min,
         cosine_mean=float(np.nan_to_num(cosines.mean(), nan=-1.0)),
         nonfinite=tally.nonfinite,
+        head=head_parity,
     )

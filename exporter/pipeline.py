@@ -34,7 +34,7 @@ from bertx.tokenization import TextEncoder
 from .int8 import Int8Options, calibration_texts, make_context, quantize_int8
 from .int8_openvino import named as openvino_named
 from .int8_recipes import named_recipe
-from .onnx_export import export_onnx, onnx_io_names, quiet, read_model_facts
+from .onnx_export import export_onnx, onnx_io_names, output_names, quiet, read_model_facts
 from .parity import DEFAULT_THRESHOLDS, check_parity, parity_texts
 from .resolve import ResolvedModel, resolve_model, sha256_file
 from .variants import OptimizeLevel, fuse
@@ -158,10 +158,11 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         source_info = Source(source.id, str(source.path), source.found_via, weights.name, sha256_file(weights))
     with steps.step("export", "(Optimum, all hidden states)"):
         exported = export_onnx(source, facts, work / "exported", options.opset)
-        inputs, outputs = onnx_io_names(exported)
-        expected = [f"hidden_states.{i}" for i in range(facts.architecture.num_layers + 1)]
-        if outputs != expected:
-            raise ExportError(f"exported graph has outputs {outputs}, expected {expected}")
+        inputs, graph_outputs = onnx_io_names(exported)
+        expected = output_names(facts)
+        if graph_outputs != expected:
+            raise ExportError(f"exported graph has outputs {graph_outputs}, expected {expected}")
+        outputs = [name for name in graph_outputs if facts.head is None or name != facts.head.output]
     built: dict[Precision, _Built] = {}
     with steps.step("fuse", f"({options.optimize.value})"):
         fused, settings = fuse(work / "exported", options.optimize, work / "fused")
@@ -216,7 +217,9 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
     if options.validate:
         with steps.step("validate", f"({', '.join(p.value for p in built)} vs PyTorch fp32)"):
             with quiet():
-                reports = check_parity(source.path, encoder, inputs, outputs, graphs, facts.defaults, thresholds)
+                reports = check_parity(
+                    source.path, encoder, inputs, outputs, graphs, facts.defaults, thresholds, head=facts.head
+                )
         failed = [p.value for p, r in reports.items() if not r.passed]
         if failed:
             steps.console.print(parity_table({p.value: r for p, r in reports.items()}))
@@ -254,6 +257,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         defaults=facts.defaults,
         variants=variants,
         export=_export_facts(exported, options),
+        head=facts.head,
     )
     manifest.save(artifact)
     return manifest

@@ -17,12 +17,14 @@ def parity_table(variants: dict[str, ParityReport | None]) -> Table:
     """Per-variant parity against PyTorch fp32: worst layer error, cosines, thresholds, verdict."""
     table = Table(title="Parity against PyTorch fp32 (real text, real tokens only)")
     table.add_column("variant")
-    for column in ("max abs", "at", "min cos", "mean cos", "needs"):
+    heads = any(report is not None and report.head is not None for report in variants.values())
+    columns = ("max abs", "at", "min cos", "mean cos") + (("logits abs", "same label") if heads else ()) + ("needs",)
+    for column in columns:
         table.add_column(column, justify="right")
     table.add_column("result")
     for name, report in variants.items():
         if report is None:
-            table.add_row(name, "-", "-", "-", "-", "-", "[yellow]not validated[/]")
+            table.add_row(name, *("-" for _ in columns), "[yellow]not validated[/]")
             continue
         limits = report.thresholds
         needs = f"cos≥{limits.min_cosine:g}" + (f" abs≤{limits.max_abs:g}" if limits.max_abs is not None else "")
@@ -30,12 +32,15 @@ def parity_table(variants: dict[str, ParityReport | None]) -> Table:
         verdict = "[green]pass[/]" if report.passed else "[red]FAIL[/]"
         if report.nonfinite:
             verdict += " [red]NaN/Inf[/]"
+        head = report.head
+        logits = () if not heads else ("-", "-") if head is None else (f"{head.max_abs:.1e}", f"{head.agreement:.1%}")
         table.add_row(
             name,
             f"{worst.max_abs:.1e}",
             worst.name.replace("hidden_states", "hs"),
             f"{report.cosine_min:.6f}",
             f"{report.cosine_mean:.6f}",
+            *logits,
             needs,
             verdict,
         )
@@ -57,13 +62,22 @@ def layer_table(variants: dict[str, ParityReport]) -> Table:
 
 def variants_table(manifest: Manifest) -> Table:
     """Files of an artifact with their size and how each was made."""
-    table = Table(title="Variants")
+    table = Table(title="Variants", caption=head_summary(manifest))
     for column in ("variant", "file", "size", "runs on", "made with"):
         table.add_column(column)
     for precision, variant in manifest.variants.items():
         size = variant.size_bytes + sum(int(f.get("size_bytes", 0)) for f in variant.extra_files.values())
         table.add_row(precision.value, variant.file, _size(size), _engine(variant), _how(variant))
     return table
+
+
+def head_summary(manifest: Manifest) -> str | None:
+    """One line on the task head of a fine-tuned artifact, or None for a bare encoder."""
+    head = manifest.head
+    if head is None:
+        return None
+    shown = ", ".join(head.labels[:8]) + (f", … ({len(head.labels)} in all)" if len(head.labels) > 8 else "")
+    return f"task head: {head.kind.value}, {head.problem_type.value}, output {head.output!r}, labels: {shown}"
 
 
 def _engine(variant: Variant) -> str:

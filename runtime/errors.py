@@ -57,3 +57,7 @@ class MissingDependencyError(BertxError, ImportError):
 
 class OptionError(BertxError, ValueError):
     """A keyword argument has a value bertx does not accept; the message lists the valid ones."""
+
+
+class HeadError(BertxError, ValueError):
+    """A task (classify, tag, rerank) was asked of an artifact without the head it needs."""

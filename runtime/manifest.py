@@ -42,6 +42,39 @@ class Precision(str, Enum):
     BF16 = "bf16"
 
 
+class HeadKind(str, Enum):
+    """The task head a fine-tuned checkpoint carries on top of its encoder."""
+
+    SEQUENCE_CLASSIFICATION = "sequence-classification"
+    TOKEN_CLASSIFICATION = "token-classification"
+
+
+class ProblemType(str, Enum):
+    """How a head's logits become predictions (transformers' `problem_type`)."""
+
+    SINGLE_LABEL = "single_label_classification"  # softmax, one label per item
+    MULTI_LABEL = "multi_label_classification"  # sigmoid per label, any number of labels
+    REGRESSION = "regression"  # one raw score per item
+
+
+@dataclass(frozen=True)
+class Head:
+    """A fine-tuned task head exported next to the hidden states: its output and what its columns mean.
+
+    Attributes:
+        kind: sequence-classification (one row of logits per text or text pair) or token-classification
+            (one row per token).
+        output: The graph output holding the logits.
+        labels: The label of each logit column, in id order (the checkpoint's id2label).
+        problem_type: single-label (softmax), multi-label (sigmoid) or regression (raw scores).
+    """
+
+    kind: HeadKind
+    output: str
+    labels: tuple[str, ...]
+    problem_type: ProblemType
+
+
 @dataclass(frozen=True)
 class Source:
     """Where the exported weights came from."""
@@ -104,6 +137,20 @@ class LayerError:
 
 
 @dataclass(frozen=True)
+class HeadParity:
+    """How a variant's task-head logits compare with PyTorch's on the same text.
+
+    `agreement` is the share of predictions (texts, or real tokens for a tagger) whose best label is
+    the same as PyTorch's.
+    """
+
+    output: str
+    max_abs: float
+    agreement: float
+    items: int
+
+
+@dataclass(frozen=True)
 class ParityReport:
     """How one variant compares with PyTorch fp32 on the built-in real text."""
 
@@ -117,6 +164,7 @@ class ParityReport:
     cosine_min: float
     cosine_mean: float
     nonfinite: bool
+    head: HeadParity | None = None
 
     @property
     def max_abs(self) -> float:
@@ -156,6 +204,7 @@ class Manifest:
     defaults: Defaults
     variants: dict[Precision, Variant]
     export: dict[str, Any] = field(default_factory=dict)
+    head: Head | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -213,6 +262,7 @@ class Manifest:
                 defaults=Defaults(**defaults),
                 variants=variants,
                 export=dict(data.get("export", {})),
+                head=_head(data.get("head")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"manifest is malformed ({type(exc).__name__}: {exc})") from exc
@@ -244,6 +294,15 @@ class Manifest:
         return cls.from_dict(data)
 
 
+def _head(data: dict[str, Any] | None) -> Head | None:
+    if data is None:
+        return None
+    labels = tuple(str(label) for label in data["labels"])
+    if not labels:
+        raise ValueError("the task head lists no labels")
+    return Head(HeadKind(data["kind"]), str(data["output"]), labels, ProblemType(data["problem_type"]))
+
+
 def _variant(data: dict[str, Any]) -> Variant:
     parity = data.get("parity")
     report = None
@@ -259,6 +318,7 @@ def _variant(data: dict[str, Any]) -> Variant:
             cosine_min=float(parity["cosine_min"]),
             cosine_mean=float(parity["cosine_mean"]),
             nonfinite=bool(parity["nonfinite"]),
+            head=None if parity.get("head") is None else HeadParity(**parity["head"]),
         )
     return Variant(
         precision=Precision(data["precision"]),

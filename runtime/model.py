@@ -7,7 +7,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 from tokenizers import Encoding
@@ -19,13 +19,14 @@ from .chunking import LongTexts, combine_pooled, split, stitch
 from .errors import ArtifactError, InputError, OptionError
 from .layers import Combine, LayerSpec, check_combination, select_layers
 from .layers import combine as combine_states
-from .manifest import Manifest, Pooling, Precision, Variant
+from .manifest import HeadKind, Manifest, Pooling, Precision, Variant
 from .options import choice
 from .outputs import TokenEmbeddings, TokenInfo, WordEmbeddings, WordMerge, merge_words, token_embeddings
 from .pooling import l2_normalize, pool
 from .progress import ProgressBar
 from .session import Device, TensorRTSettings, resolve_device
-from .tokenization import Batch, check_texts, is_truncated
+from .tasks import Classification, Ranked, Tagging, classify_rows, ranked, relevance, require_head, tag_words
+from .tokenization import Batch, TextInput, check_inputs, check_texts, is_pair, is_truncated
 
 
 class TruncationWarning(UserWarning):
@@ -139,7 +140,7 @@ class Model:
 
     def embed(
         self,
-        texts: Sequence[str],
+        texts: Sequence[TextInput],
         pooling: Pooling | str | None = None,
         normalize: bool | None = None,
         batch_size: int = 32,
@@ -147,7 +148,8 @@ class Model:
         """Embed texts into one float32 vector each, from the last layer.
 
         Args:
-            texts: The texts; an empty list gives an array of shape (0, hidden_size).
+            texts: The texts, or (text_a, text_b) pairs (encoded together, with segment ids); an empty
+                list gives an array of shape (0, hidden_size).
             pooling: cls, mean, max, mean_sqrt_len or first_last_avg; default from the manifest.
             normalize: L2-normalize each vector; default from the manifest.
             batch_size: Most texts per inference call; fewer when long texts fill the model's
@@ -160,12 +162,12 @@ class Model:
         Raises:
             InputError: `texts` is not a list of strings (the message names the bad item).
         """
-        check_texts(texts)
+        check_inputs(texts)
         return np.asarray(self.encode(texts, batch_size=batch_size, pooling=pooling, normalize_embeddings=normalize))
 
     def encode(
         self,
-        sentences: str | Sequence[str],
+        sentences: str | Sequence[TextInput],
         batch_size: int = 32,
         pooling: Pooling | str | None = None,
         layers: LayerSpec | None = None,
@@ -187,7 +189,8 @@ class Model:
             >>> mixed = model.encode(texts, layers=[-1, -2], combine="weighted", layer_weights=[0.7, 0.3])
 
         Args:
-            sentences: A list of texts, or one text (then a 1-D vector is returned).
+            sentences: A list of texts, or one text (then a 1-D vector is returned). List items may be
+                (text_a, text_b) pairs, encoded together with segment ids as BERT was trained for pairs.
             batch_size: Most texts per inference call (fewer when long texts fill `batch_tokens`;
                 texts are length-sorted inside the call).
             pooling: cls, mean, max, mean_sqrt_len, first_last_avg, or none for token embeddings
@@ -211,10 +214,15 @@ class Model:
             InputError: the texts are not strings. OptionError: an invalid keyword value.
         """
         mode = self.manifest.defaults.pooling if pooling is None else _pooling(pooling)
+        if not isinstance(sentences, str) and isinstance(sentences, Sequence) and any(map(is_pair, sentences)):
+            if mode is None or choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK:
+                raise OptionError(
+                    "text pairs give sentence vectors only: pooling='none' and long_texts='chunk' need single texts"
+                )
         if mode is None:
             single = isinstance(sentences, str)
             tokens = self.encode_tokens(
-                [sentences] if isinstance(sentences, str) else sentences,
+                [sentences] if isinstance(sentences, str) else sentences,  # type: ignore[arg-type]
                 batch_size,
                 layers,
                 combine,
@@ -342,15 +350,129 @@ class Model:
                 results[row] = np.ascontiguousarray(stacked[j, :, : len(encodings[row].ids)])
         return [r for r in results if r is not None]
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The labels of the artifact's task head, in logit order (empty for a bare encoder)."""
+        return () if self.manifest.head is None else self.manifest.head.labels
+
+    @overload
+    def classify(  # type: ignore[overload-overlap]  # a str is also a Sequence: the first match wins
+        self, texts: str, batch_size: int = 32, multi_label: bool | None = None, threshold: float = 0.5
+    ) -> Classification: ...
+    @overload
+    def classify(
+        self, texts: Sequence[TextInput], batch_size: int = 32, multi_label: bool | None = None, threshold: float = 0.5
+    ) -> list[Classification]: ...
+    def classify(
+        self,
+        texts: str | Sequence[TextInput],
+        batch_size: int = 32,
+        multi_label: bool | None = None,
+        threshold: float = 0.5,
+    ) -> Classification | list[Classification]:
+        """Labels and probabilities from a fine-tuned sequence-classification head.
+
+        Example:
+            >>> model.classify(["What a great film!"])[0].label
+            'positive'
+            >>> model.classify([("A man eats.", "Someone has a meal.")])[0].scores(model.labels)  # a pair (NLI)
+
+        Args:
+            texts: Texts or (text_a, text_b) pairs, or one text (then one `Classification` is returned).
+            batch_size: Most texts per inference call.
+            multi_label: Score each label on its own with a sigmoid (True) or pick one with a softmax
+                (False); default from the checkpoint's problem_type.
+            threshold: Multi-label: a label is predicted when its probability reaches this.
+
+        Returns:
+            A list of `Classification` (label, score, labels, probabilities), in input order.
+
+        Raises:
+            HeadError: the artifact has no sequence-classification head.
+        """
+        head = require_head(self.manifest.head, HeadKind.SEQUENCE_CLASSIFICATION, "classify")
+        single = isinstance(texts, str)
+        logits = self._head_logits([texts] if isinstance(texts, str) else texts, batch_size)
+        results = classify_rows(
+            np.stack(logits) if logits else np.zeros((0, len(head.labels))), head, multi_label, threshold
+        )
+        return results[0] if single else results
+
+    @overload
+    def tag(self, texts: str, batch_size: int = 32) -> Tagging: ...  # type: ignore[overload-overlap]
+    @overload
+    def tag(self, texts: Sequence[str], batch_size: int = 32) -> list[Tagging]: ...
+    def tag(self, texts: str | Sequence[str], batch_size: int = 32) -> Tagging | list[Tagging]:
+        """A label per word from a fine-tuned token-classification head (NER, part of speech, …).
+
+        Example:
+            >>> tagged = model.tag(["Ada Lovelace lived in London."])[0]
+            >>> list(zip(tagged.words, tagged.labels))
+            [('Ada', 'B-PER'), ('Lovelace', 'I-PER'), ('lived', 'O'), ('in', 'O'), ('London', 'B-LOC'), ('.', 'O')]
+            >>> tagged.entities()  # words grouped by their IOB2 labels, with character spans
+
+        Returns:
+            A list of `Tagging` (words, spans, labels, scores) in input order, or one for a single text.
+
+        Raises:
+            HeadError: the artifact has no token-classification head.
+        """
+        head = require_head(self.manifest.head, HeadKind.TOKEN_CLASSIFICATION, "tag")
+        single = isinstance(texts, str)
+        items = [texts] if isinstance(texts, str) else texts
+        check_texts(items)
+        encodings = self._tokenize(items)
+        logits = self._head_logits(items, batch_size, encodings)
+        results = [tag_words(text, e, rows, head) for text, e, rows in zip(items, encodings, logits)]
+        return results[0] if single else results
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: int | None = None,
+        batch_size: int = 32,
+        label: str | None = None,
+    ) -> list[Ranked]:
+        """Order documents by relevance to a query with a cross-encoder (a pair classifier).
+
+        Each (query, document) pair is scored by the sequence-classification head: the sigmoid of a
+        one-output head (sentence-transformers' CrossEncoder convention), else the probability of `label`
+        (default: the head's last label).
+
+        Returns:
+            The best `top_k` (default all) as `Ranked` (index in `documents`, score, document), best first.
+        """
+        head = require_head(self.manifest.head, HeadKind.SEQUENCE_CLASSIFICATION, "rerank")
+        check_texts([query])
+        check_texts(documents)
+        logits = self._head_logits([(query, doc) for doc in documents], batch_size)
+        matrix = np.stack(logits) if logits else np.zeros((0, len(head.labels)), dtype=np.float32)
+        return ranked(relevance(matrix, head, label), documents, top_k)
+
+    def _head_logits(
+        self, texts: Sequence[TextInput], batch_size: int, encodings: Sequence[Encoding] | None = None
+    ) -> list[np.ndarray]:
+        """The head's logits per input: one row per text, or (tokens, labels) unpadded for a tagger."""
+        head = self.manifest.head
+        assert head is not None  # callers check with require_head
+        encodings = self._tokenize(texts) if encodings is None else encodings
+        results: list[np.ndarray] = [np.empty(0)] * len(encodings)
+        for rows, _, (logits,) in self._batches(encodings, batch_size, [head.output]):
+            for j, row in enumerate(rows):
+                width = len(encodings[row].ids)
+                results[row] = logits[j, :width] if head.kind is HeadKind.TOKEN_CLASSIFICATION else logits[j]
+        return results
+
     def _tokenize(
         self,
-        texts: Sequence[str],
+        texts: Sequence[TextInput],
         long_texts: LongTexts | str = LongTexts.TRUNCATE,
         overlap: int = 32,
         window: int | None = None,
     ) -> list[Encoding]:
         if choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK:
-            return self.tokenizer.encode_windows(texts, overlap, window)
+            return self.tokenizer.encode_windows(texts, overlap, window)  # type: ignore[arg-type]
         encodings = self.tokenizer.encode(texts)
         self._warn_truncated(encodings)
         return encodings
@@ -398,11 +520,20 @@ class Model:
     def _forward(
         self, encodings: Sequence[Encoding], batch_size: int, layers: tuple[int, ...], progress: bool = False
     ) -> Iterator[tuple[np.ndarray, Batch, list[np.ndarray]]]:
-        """Run length-sorted batches, fetching only the hidden states in `layers` from onnxruntime."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
+        """Run length-sorted batches, fetching only the hidden states in `layers` from the engine."""
         wanted = sorted(set(layers))
         names = [self.manifest.outputs[i] for i in wanted]
+        for rows, batch, arrays in self._batches(encodings, batch_size, names, progress):
+            fetched = dict(zip(wanted, arrays))
+            yield rows, batch, [fetched[i] for i in layers]
+
+    def _batches(
+        self, encodings: Sequence[Encoding], batch_size: int, names: list[str], progress: bool = False
+    ) -> Iterator[tuple[np.ndarray, Batch, list[np.ndarray]]]:
+        """Run length-sorted token-budget batches; yield each batch's rows (input positions), its padded
+        inputs and the named outputs."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
         lengths = np.array([len(e.ids) for e in encodings], dtype=np.int64)
         order = np.argsort(-lengths, kind="stable")
         architecture = self.manifest.architecture
@@ -413,8 +544,7 @@ class Model:
             for start, stop in plan(lengths[order], batch_size, self.batch_tokens, ratio):
                 rows = order[start:stop]
                 batch = self.tokenizer.pad([encodings[i] for i in rows])
-                fetched = dict(zip(wanted, self._run(names, batch.feeds(self.manifest.inputs))))
-                yield rows, batch, [fetched[i] for i in layers]
+                yield rows, batch, self._run(names, batch.feeds(self.manifest.inputs))
                 if bar is not None:
                     bar.advance(len(rows))
         finally:

@@ -18,6 +18,10 @@ from tokenizers import Encoding, Tokenizer
 
 from .errors import ArtifactError, InputError, OptionError
 
+# One text, or a pair of texts (text_a, text_b) encoded together with segment ids, as BERT was trained
+# for sentence-pair tasks.
+TextInput = str | tuple[str, str]
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -59,10 +63,11 @@ class TextEncoder:
         """Number of entries in the vocabulary, added tokens included."""
         return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
 
-    def encode(self, texts: Sequence[str]) -> list[Encoding]:
-        """Tokenize texts (special tokens added, truncated to `max_length`)."""
-        check_texts(texts)
-        return list(self._tokenizer.encode_batch(list(texts), add_special_tokens=True))
+    def encode(self, texts: Sequence[TextInput]) -> list[Encoding]:
+        """Tokenize texts or (text_a, text_b) pairs (special tokens added, truncated to `max_length`; a
+        pair is cut from its longer side first)."""
+        items = check_inputs(texts)
+        return list(self._tokenizer.encode_batch(items, add_special_tokens=True))
 
     def pad(self, encodings: Sequence[Encoding]) -> Batch:
         """Pad encodings to the longest of them."""
@@ -115,6 +120,40 @@ def is_truncated(encoding: Encoding) -> bool:
     return len(encoding.overflowing) > 0
 
 
+def check_inputs(texts: object) -> list[TextInput]:
+    """Check a list of texts and (text_a, text_b) pairs as `check_texts` checks texts; return them with
+    every pair as a tuple, the form the tokenizer reads as a pair.
+
+    Raises:
+        InputError: naming the first item that is neither a str nor a pair of two str.
+    """
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InputError(f"expected a list of strings or (text_a, text_b) pairs, got {type(texts).__name__}")
+    items: list[TextInput] = []
+    for index, item in enumerate(texts):
+        if isinstance(item, str):
+            _check_text(item, f"item {index}")
+            items.append(item)
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            _check_text(item[0], f"item {index} (text_a of a pair)")
+            _check_text(item[1], f"item {index} (text_b of a pair)")
+            items.append((item[0], item[1]))
+        else:
+            raise InputError(
+                f"item {index} is {type(item).__name__}{_pair_hint(item)}; expected a str or a (text_a, text_b) pair"
+            )
+    return items
+
+
+def is_pair(item: object) -> bool:
+    """Whether an input item is a (text_a, text_b) pair rather than one text."""
+    return isinstance(item, (tuple, list))
+
+
+def _pair_hint(item: object) -> str:
+    return f" of {len(item)} items" if isinstance(item, (tuple, list)) else ""
+
+
 def check_texts(texts: object, what: str = "") -> None:
     """Raise `InputError` unless `texts` is a list or tuple of strings that are valid Unicode, naming the
     first bad item.
@@ -127,13 +166,17 @@ def check_texts(texts: object, what: str = "") -> None:
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
         raise InputError(f"{what}expected a list of strings, got {type(texts).__name__}")
     for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputError(f"{what}item {index} is {type(text).__name__}, expected str")
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise InputError(
-                    f"{what}item {index} is not valid Unicode: a lone surrogate {text[exc.start]!r} at character "
-                    f"{exc.start}; decode the source with errors='replace' (or fix the sender's JSON escapes)"
-                ) from None
+        _check_text(text, f"{what}item {index}")
+
+
+def _check_text(text: object, name: str) -> None:
+    if not isinstance(text, str):
+        raise InputError(f"{name} is {type(text).__name__}, expected str")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"{name} is not valid Unicode: a lone surrogate {text[exc.start]!r} at character "
+                f"{exc.start}; decode the source with errors='replace' (or fix the sender's JSON escapes)"
+            ) from None
