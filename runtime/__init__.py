@@ -6,6 +6,7 @@ from .manifest import Manifest, Pooling, Precision
 from .model import Model, TruncationWarning
 from .outputs import TokenEmbeddings, WordEmbeddings, WordMerge
 from .session import Device, FallbackWarning
+from .static import StaticEmbeddings
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,7 @@ __all__ = [
     "Pooling",
     "Precision",
     "ProviderError",
+    "StaticEmbeddings",
     "TokenEmbeddings",
     "TruncationWarning",
     "VariantError",

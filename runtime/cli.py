@@ -1,4 +1,4 @@
-"""The `bertx` command line: export, embed, search, serve, info, verify, doctor, bench.
+"""The `bertx` command line: export, embed, search, vocab, serve, info, verify, doctor, bench.
 
 Commands are thin: parse options, call one library function, print. A `BertxError` becomes one red
 line and exit code 2. The exporter (and with it torch) is imported inside `export` only.
@@ -380,6 +380,67 @@ def search(
         for rank, (row, score) in enumerate(zip(rows, scores), start=1):
             table.add_row(str(rank), f"{score:.4f}", data.ids[row], data.texts[row])
         out.print(table)
+
+
+@app.command()
+@_user_errors
+def vocab(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Table file to write (.npz; replaced if it exists).")],
+    words: Annotated[
+        str | None,
+        typer.Option(
+            "--words",
+            metavar="FILE",
+            help="Also store a vector for each word of FILE (one per line; - for stdin) that is not one piece.",
+        ),
+    ] = None,
+    vocabulary: Annotated[
+        bool, typer.Option("--vocabulary", help="Vocabulary pieces only (the default without --words).")
+    ] = False,
+    layers: Annotated[str | None, typer.Option(help="-1, -4,-3, 2:5, last4, all, all+embeddings [last].")] = None,
+    combine: Annotated[Combine, typer.Option(help="How several layers are combined.")] = Combine.MEAN,
+    merge: Annotated[WordMerge, typer.Option(help="How a --words word's pieces are merged.")] = WordMerge.MEAN,
+    variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads [what the process may use].")] = None,
+    dtype: Annotated[DType, typer.Option(help="Float type the vectors are stored in.")] = DType.FLOAT32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Vocabulary entries (or words) per inference call.")] = 1024,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Build a static word-vector table: every vocabulary entry (and each --words word) embedded alone,
+    for `bertx.StaticEmbeddings`, which embeds texts by averaging word vectors with no model."""
+    import time
+
+    from .layers import parse_layers
+    from .model import Model
+    from .static_build import build_table, read_words
+
+    if output.suffix.lower() != ".npz" or output.is_dir():
+        raise InputFileError(f"--output must be a file ending in .npz, got {output}")
+    if words is not None and vocabulary:
+        raise OptionError("--vocabulary stores the vocabulary alone and --words adds words to it: give one of them")
+    started = time.perf_counter()
+    word_list = read_words(words) if words is not None else None
+    model = Model.from_pretrained(artifact, variant=variant, threads=threads)
+    table = build_table(
+        model,
+        word_list,
+        layers=parse_layers(layers) if layers is not None else None,
+        merge=merge,
+        combine=combine,
+        batch_size=batch_size,
+        dtype=dtype.value,
+        progress=not quiet and err.is_terminal,
+    )
+    table.save(output)
+    if not quiet:
+        size = output.stat().st_size / 1e6
+        err.print(
+            f"wrote {output}: {table.pieces:,} pieces, {len(table.stored_words):,} words, dim {table.dim}, "
+            f"{dtype.value}, {size:.1f} MB, {time.perf_counter() - started:.1f} s",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
