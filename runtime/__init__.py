@@ -1,21 +1,25 @@
 """bertx: BERT-family embeddings from ONNX artifacts, served with onnxruntime, tokenizers and numpy."""
 
-from .errors import ArtifactError, BertxError, InputError, OptionError, ProviderError, VariantError
+from .errors import ArtifactError, BertxError, HeadError, InputError, OptionError, ProviderError, VariantError
 from .layers import Combine
 from .manifest import Manifest, Pooling, Precision
 from .model import Model, TruncationWarning
 from .outputs import TokenEmbeddings, WordEmbeddings, WordMerge
 from .session import Device, FallbackWarning
 from .static import StaticEmbeddings
+from .tasks import Classification, Entity, Ranked, Tagging
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArtifactError",
     "BertxError",
+    "Classification",
     "Combine",
     "Device",
+    "Entity",
     "FallbackWarning",
+    "HeadError",
     "InputError",
     "Manifest",
     "Model",
@@ -23,7 +27,9 @@ __all__ = [
     "Pooling",
     "Precision",
     "ProviderError",
+    "Ranked",
     "StaticEmbeddings",
+    "Tagging",
     "TokenEmbeddings",
     "TruncationWarning",
     "VariantError",
