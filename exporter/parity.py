@@ -16,8 +16,19 @@ import numpy as np
 
 from bertx.backends import GraphFile, open_graph
 from bertx.errors import ExportError
-from bertx.manifest import Defaults, Head, HeadKind, HeadParity, LayerError, ParityReport, Precision, Thresholds
-from bertx.pooling import cosine_rows, pool
+from bertx.manifest import (
+    Defaults,
+    Head,
+    HeadKind,
+    HeadParity,
+    LayerError,
+    ParityReport,
+    PooledParity,
+    Precision,
+    SentenceEmbeddingOutput,
+    Thresholds,
+)
+from bertx.pooling import cosine_rows, l2_normalize, pool
 from bertx.tokenization import TextEncoder
 
 DEFAULT_THRESHOLDS: dict[Precision, Thresholds] = {
@@ -69,6 +80,8 @@ class _Tally:
     head_max: float = 0.0
     head_agree: int = 0
     head_items: int = 0
+    pooled_max: float | None = None
+    pooled_cosines: list[np.ndarray] = field(default_factory=list)
 
 
 def check_parity(
@@ -81,11 +94,14 @@ def check_parity(
     thresholds: dict[Precision, Thresholds],
     texts: Sequence[str] | None = None,
     head: Head | None = None,
+    pooled: SentenceEmbeddingOutput | None = None,
 ) -> dict[Precision, ParityReport]:
     """Run each variant's graph (with the engine it is made for) and PyTorch fp32 on the same batches and compare.
 
     With a task head, its logits are compared too: the largest difference (over real tokens for a
-    tagger) and how often the best label agrees. fp32 logits must meet the fp32 `max_abs` limit.
+    tagger) and how often the best label agrees. fp32 logits must meet the fp32 `max_abs` limit. So must an in-graph
+    `sentence_embedding` (`pooled`), compared with PyTorch's last layer pooled the same way; its min
+    cosine must meet the variant's.
 
     Returns one report per variant; `report.passed` tells whether it met its thresholds.
     """
@@ -100,6 +116,7 @@ def check_parity(
     }[None if head is None else head.kind]
     model = auto.from_pretrained(source_path, output_hidden_states=True).eval()
     wanted = list(output_names) if head is None else [*output_names, head.output]
+    in_graph = {p for p, graph in variants.items() if pooled is not None and graph.path.name in pooled.files}
     sessions = {p: open_graph(graph) for p, graph in variants.items()}
     tallies = {p: _Tally(layer_max=np.zeros(len(output_names))) for p in variants}
     encodings = encoder.encode(texts)
@@ -113,8 +130,12 @@ def check_parity(
         real = batch.mask.astype(bool)
         expected_pooled = pool(expected[-1], batch.mask, defaults.pooling)
         for precision, session in sessions.items():
-            got = session.run(wanted, feeds)
+            extra = [pooled.output] if pooled is not None and precision in in_graph else []
+            got = session.run(wanted + extra, feeds)
             tally = tallies[precision]
+            if pooled is not None and extra:
+                reference = l2_normalize(expected_pooled) if pooled.normalize else expected_pooled
+                _tally_pooled(tally, got.pop(), reference)
             if head is not None:
                 _tally_head(tally, got.pop(), result.logits.numpy(), real, head.kind)
             for i, (ours, theirs) in enumerate(zip(got, expected)):
@@ -122,9 +143,15 @@ def check_parity(
                 tally.layer_max[i] = max(tally.layer_max[i], float(np.abs(ours[real] - theirs[real]).max()))
             tally.cosines.append(cosine_rows(pool(got[-1], batch.mask, defaults.pooling), expected_pooled))
     return {
-        precision: _report(tally, output_names, thresholds[precision], defaults, len(texts), tokens, head)
+        precision: _report(tally, output_names, thresholds[precision], defaults, len(texts), tokens, head, pooled)
         for precision, tally in tallies.items()
     }
+
+
+def _tally_pooled(tally: _Tally, ours: np.ndarray, reference: np.ndarray) -> None:
+    tally.nonfinite |= not bool(np.isfinite(ours).all())
+    tally.pooled_max = max(tally.pooled_max or 0.0, float(np.abs(ours - reference).max(initial=0.0)))
+    tally.pooled_cosines.append(cosine_rows(ours, reference))
 
 
 def _tally_head(tally: _Tally, ours: np.ndarray, theirs: np.ndarray, real: np.ndarray, kind: HeadKind) -> None:
@@ -145,6 +172,7 @@ def _report(
     texts: int,
     tokens: int,
     head: Head | None,
+    pooled: SentenceEmbeddingOutput | None = None,
 ) -> ParityReport:
     cosines = np.concatenate(tally.cosines)
     layers = tuple(LayerError(name, float(err)) for name, err in zip(names, tally.layer_max))
@@ -154,9 +182,15 @@ def _report(
         agreement = tally.head_agree / max(tally.head_items, 1)
         head_parity = HeadParity(head.output, tally.head_max, agreement, tally.head_items)
     errors = [layer.max_abs for layer in layers] + ([] if head_parity is None else [head_parity.max_abs])
+    pooled_parity = None
+    if pooled is not None and tally.pooled_max is not None:
+        in_graph_min = float(np.nan_to_num(np.concatenate(tally.pooled_cosines).min(), nan=-1.0))
+        pooled_parity = PooledParity(pooled.output, tally.pooled_max, in_graph_min)
+        errors.append(pooled_parity.max_abs)
     passed = (
         not tally.nonfinite
         and cosine_min >= limits.min_cosine
+        and (pooled_parity is None or pooled_parity.cosine_min >= limits.min_cosine)
         and (limits.max_abs is None or all(error <= limits.max_abs for error in errors))
     )
     return ParityReport(
@@ -171,4 +205,5 @@ def _report(
         cosine_mean=float(np.nan_to_num(cosines.mean(), nan=-1.0)),
         nonfinite=tally.nonfinite,
         head=head_parity,
+        sentence_embedding=pooled_parity,
     )

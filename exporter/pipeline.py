@@ -28,9 +28,20 @@ from bertx.backends import Backend, GraphFile, InferencePrecision
 from bertx.cpu import cpu_info
 from bertx.display import layer_table, parity_table, variants_table
 from bertx.errors import ExportError, OutputExistsError, ParityError, UnsupportedModelError
-from bertx.manifest import MANIFEST_NAME, Manifest, ParityReport, Precision, Source, Thresholds, TokenizerInfo, Variant
+from bertx.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ParityReport,
+    Precision,
+    SentenceEmbeddingOutput,
+    Source,
+    Thresholds,
+    TokenizerInfo,
+    Variant,
+)
 from bertx.tokenization import TextEncoder
 
+from .graph_pooling import GRAPH_POOLINGS, SENTENCE_EMBEDDING, add_sentence_embedding
 from .int8 import Int8Options, calibration_texts, make_context, quantize_int8
 from .int8_openvino import named as openvino_named
 from .int8_recipes import named_recipe
@@ -63,6 +74,10 @@ class ExportOptions:
     thresholds: dict[Precision, Thresholds] = field(default_factory=dict)
     int8_options: Int8Options = field(default_factory=Int8Options)
     allow_download: bool = True
+    # A `sentence_embedding` output in each ONNX graph (the model's default pooling); normalized as the
+    # model's defaults say unless `sentence_normalize` says otherwise.
+    sentence_embedding: bool = False
+    sentence_normalize: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +141,8 @@ def export_model(options: ExportOptions, console: Console | None = None, quiet_m
     steps = _Steps(console, quiet_mode)
     _check_int8_options(options)
     _check_bf16(options)
+    if options.sentence_normalize is not None and not options.sentence_embedding:
+        raise ExportError("--sentence-normalize / --no-sentence-normalize go with --sentence-embedding")
     with steps.step("resolve", options.model):
         source = resolve_model(options.model, options.allow_download)
     target = (options.output or Path("models") / source.name).absolute()
@@ -153,6 +170,11 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
     work.mkdir()
     with steps.step("load", f"({source.found_via}: {source.path})"):
         facts = read_model_facts(source, options.max_length)
+        if options.sentence_embedding and facts.defaults.pooling not in GRAPH_POOLINGS:
+            raise ExportError(
+                f"--sentence-embedding pools as the model's default ({facts.defaults.pooling.value}), which the graph "
+                f"output cannot express; it supports {', '.join(p.value for p in GRAPH_POOLINGS)}"
+            )
         tokenizer = _write_tokenizer(source.path, artifact / "tokenizer.json")
         weights = source.weights_file
         source_info = Source(source.id, str(source.path), source.found_via, weights.name, sha256_file(weights))
@@ -212,13 +234,31 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         for name, path in variant.files.items():
             if not (artifact / name).exists():
                 shutil.copyfile(path, artifact / name)
+    pooled = None
+    if options.sentence_embedding:
+        normalize = facts.defaults.normalize if options.sentence_normalize is None else options.sentence_normalize
+        files = tuple(dict.fromkeys(b.graph_name for b in built.values() if b.graph_name.endswith(".onnx")))
+        with steps.step(
+            "pooling", f"({facts.defaults.pooling.value}{', normalized' if normalize else ''} in the graph)"
+        ):
+            for name in files:
+                add_sentence_embedding(artifact / name, outputs[-1], facts.defaults.pooling, normalize)
+        pooled = SentenceEmbeddingOutput(SENTENCE_EMBEDDING, facts.defaults.pooling, normalize, files)
     graphs = {p: GraphFile(artifact / b.graph_name, b.backend, b.precision) for p, b in built.items()}
     reports: dict[Precision, ParityReport] = {}
     if options.validate:
         with steps.step("validate", f"({', '.join(p.value for p in built)} vs PyTorch fp32)"):
             with quiet():
                 reports = check_parity(
-                    source.path, encoder, inputs, outputs, graphs, facts.defaults, thresholds, head=facts.head
+                    source.path,
+                    encoder,
+                    inputs,
+                    outputs,
+                    graphs,
+                    facts.defaults,
+                    thresholds,
+                    head=facts.head,
+                    pooled=pooled,
                 )
         failed = [p.value for p, r in reports.items() if not r.passed]
         if failed:
@@ -258,6 +298,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         variants=variants,
         export=_export_facts(exported, options),
         head=facts.head,
+        sentence_embedding=pooled,
     )
     manifest.save(artifact)
     return manifest

@@ -146,6 +146,21 @@ def export(
             "--bf16", help="Add a bf16 variant, run by OpenVINO: only on CPUs with AVX-512 BF16 or AMX (bertx doctor)."
         ),
     ] = False,
+    sentence_embedding: Annotated[
+        bool,
+        typer.Option(
+            "--sentence-embedding",
+            help="Add a `sentence_embedding` output to each ONNX graph (the model's default pooling), for "
+            "onnxruntime users without bertx.",
+        ),
+    ] = False,
+    sentence_normalize: Annotated[
+        bool | None,
+        typer.Option(
+            "--sentence-normalize/--no-sentence-normalize",
+            help="L2-normalize the sentence_embedding output [default: as the model's defaults say].",
+        ),
+    ] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset [default: Optimum's choice].")] = None,
     max_length: Annotated[
         int | None, typer.Option(help="Max tokens per text [default: the model's or sentence-transformers']")
@@ -193,6 +208,8 @@ def export(
         max_length=max_length,
         force=force,
         validate=validate,
+        sentence_embedding=sentence_embedding,
+        sentence_normalize=sentence_normalize,
     )
     result = export_model(options, console=err, quiet_mode=quiet)
     if quiet:

@@ -18,7 +18,13 @@ def parity_table(variants: dict[str, ParityReport | None]) -> Table:
     table = Table(title="Parity against PyTorch fp32 (real text, real tokens only)")
     table.add_column("variant")
     heads = any(report is not None and report.head is not None for report in variants.values())
-    columns = ("max abs", "at", "min cos", "mean cos") + (("logits abs", "same label") if heads else ()) + ("needs",)
+    pooled = any(report is not None and report.sentence_embedding is not None for report in variants.values())
+    columns = (
+        ("max abs", "at", "min cos", "mean cos")
+        + (("logits abs", "same label") if heads else ())
+        + (("in-graph cos",) if pooled else ())
+        + ("needs",)
+    )
     for column in columns:
         table.add_column(column, justify="right")
     table.add_column("result")
@@ -34,6 +40,8 @@ def parity_table(variants: dict[str, ParityReport | None]) -> Table:
             verdict += " [red]NaN/Inf[/]"
         head = report.head
         logits = () if not heads else ("-", "-") if head is None else (f"{head.max_abs:.1e}", f"{head.agreement:.1%}")
+        graph = report.sentence_embedding
+        in_graph = () if not pooled else ("-",) if graph is None else (f"{graph.cosine_min:.6f}",)
         table.add_row(
             name,
             f"{worst.max_abs:.1e}",
@@ -41,6 +49,7 @@ def parity_table(variants: dict[str, ParityReport | None]) -> Table:
             f"{report.cosine_min:.6f}",
             f"{report.cosine_mean:.6f}",
             *logits,
+            *in_graph,
             needs,
             verdict,
         )
@@ -62,7 +71,8 @@ def layer_table(variants: dict[str, ParityReport]) -> Table:
 
 def variants_table(manifest: Manifest) -> Table:
     """Files of an artifact with their size and how each was made."""
-    table = Table(title="Variants", caption=head_summary(manifest))
+    notes = [note for note in (head_summary(manifest), _pooled_summary(manifest)) if note]
+    table = Table(title="Variants", caption="\n".join(notes) or None)
     for column in ("variant", "file", "size", "runs on", "made with"):
         table.add_column(column)
     for precision, variant in manifest.variants.items():
@@ -78,6 +88,14 @@ def head_summary(manifest: Manifest) -> str | None:
         return None
     shown = ", ".join(head.labels[:8]) + (f", … ({len(head.labels)} in all)" if len(head.labels) > 8 else "")
     return f"task head: {head.kind.value}, {head.problem_type.value}, output {head.output!r}, labels: {shown}"
+
+
+def _pooled_summary(manifest: Manifest) -> str | None:
+    pooled = manifest.sentence_embedding
+    if pooled is None:
+        return None
+    unit = ", L2-normalized" if pooled.normalize else ""
+    return f"output {pooled.output!r}: {pooled.pooling.value} pooling{unit}, in {', '.join(pooled.files)}"
 
 
 def _engine(variant: Variant) -> str:

@@ -76,6 +76,23 @@ class Head:
 
 
 @dataclass(frozen=True)
+class SentenceEmbeddingOutput:
+    """A `sentence_embedding` output computed inside the graph, for onnxruntime users without bertx.
+
+    Attributes:
+        output: The graph output's name.
+        pooling: The pooling it applies to the last hidden state (mask-aware).
+        normalize: Whether it is L2-normalized.
+        files: The graph files that carry it (an OpenVINO IR variant does not).
+    """
+
+    output: str
+    pooling: Pooling
+    normalize: bool
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Source:
     """Where the exported weights came from."""
 
@@ -151,6 +168,15 @@ class HeadParity:
 
 
 @dataclass(frozen=True)
+class PooledParity:
+    """How a variant's in-graph `sentence_embedding` compares with PyTorch's last layer, pooled the same way."""
+
+    output: str
+    max_abs: float
+    cosine_min: float
+
+
+@dataclass(frozen=True)
 class ParityReport:
     """How one variant compares with PyTorch fp32 on the built-in real text."""
 
@@ -165,6 +191,7 @@ class ParityReport:
     cosine_mean: float
     nonfinite: bool
     head: HeadParity | None = None
+    sentence_embedding: PooledParity | None = None
 
     @property
     def max_abs(self) -> float:
@@ -205,6 +232,7 @@ class Manifest:
     variants: dict[Precision, Variant]
     export: dict[str, Any] = field(default_factory=dict)
     head: Head | None = None
+    sentence_embedding: SentenceEmbeddingOutput | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -263,6 +291,7 @@ class Manifest:
                 variants=variants,
                 export=dict(data.get("export", {})),
                 head=_head(data.get("head")),
+                sentence_embedding=_sentence_embedding(data.get("sentence_embedding")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"manifest is malformed ({type(exc).__name__}: {exc})") from exc
@@ -303,6 +332,14 @@ def _head(data: dict[str, Any] | None) -> Head | None:
     return Head(HeadKind(data["kind"]), str(data["output"]), labels, ProblemType(data["problem_type"]))
 
 
+def _sentence_embedding(data: dict[str, Any] | None) -> SentenceEmbeddingOutput | None:
+    if data is None:
+        return None
+    return SentenceEmbeddingOutput(
+        str(data["output"]), Pooling(data["pooling"]), bool(data["normalize"]), tuple(str(f) for f in data["files"])
+    )
+
+
 def _variant(data: dict[str, Any]) -> Variant:
     parity = data.get("parity")
     report = None
@@ -319,6 +356,9 @@ def _variant(data: dict[str, Any]) -> Variant:
             cosine_mean=float(parity["cosine_mean"]),
             nonfinite=bool(parity["nonfinite"]),
             head=None if parity.get("head") is None else HeadParity(**parity["head"]),
+            sentence_embedding=None
+            if parity.get("sentence_embedding") is None
+            else PooledParity(**parity["sentence_embedding"]),
         )
     return Variant(
         precision=Precision(data["precision"]),
