@@ -140,3 +140,25 @@ def test_minilm_sentence_embedding_in_the_graph(tmp_path: Path) -> None:
     texts = [line for line in corpus if line.strip()][:64]
     got = plain_vectors(artifact, "model.onnx", texts)
     np.testing.assert_allclose(got, bertx.Model.from_pretrained(artifact).encode(texts), atol=1e-5)
+
+
+NODE_EXAMPLE = Path(__file__).parent.parent / "examples" / "node"
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (NODE_EXAMPLE / "node_modules" / "onnxruntime-node").is_dir(),
+    reason="needs node and `npm install` in examples/node (onnxruntime-node, @huggingface/tokenizers)",
+)
+def test_node_binding_gets_the_runtime_vectors(tiny_bert: Path, export_tiny: Callable[..., Path]) -> None:
+    """examples/node/embed.mjs: onnxruntime-node and a JavaScript tokenizer read the artifact, no Python."""
+    artifact = export_tiny(tiny_bert, sentence_embedding=True)
+    texts = [t for t in TEXTS if t] + ["the dog " * 100]  # the last one is cut at the max length
+    proc = subprocess.run(
+        ["node", str(NODE_EXAMPLE / "embed.mjs"), str(artifact), *texts],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    want = bertx.Model.from_pretrained(artifact).encode(texts)
+    np.testing.assert_allclose(np.array(json.loads(proc.stdout), dtype=np.float32), want, atol=1e-5)
