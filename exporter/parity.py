@@ -121,6 +121,10 @@ def check_parity(
     tallies = {p: _Tally(layer_max=np.zeros(len(output_names))) for p in variants}
     encodings = encoder.encode(texts)
     tokens = sum(len(e.ids) for e in encodings)
+    # Batched as the runtime and the INT8 search batch: longest first. Dynamic INT8 scales each batch by
+    # its own range, padding included, so a text's result depends on its batch-mates; the same batches
+    # here and in the search make the search's measurement the gate's.
+    encodings = sorted(encodings, key=lambda e: -len(e.ids))
     for start in range(0, len(encodings), BATCH_SIZE):
         batch = encoder.pad(encodings[start : start + BATCH_SIZE])
         feeds = batch.feeds(input_names)

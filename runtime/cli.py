@@ -24,6 +24,7 @@ from . import __version__
 from .backends import Backend
 from .batching import DEFAULT_BATCH_TOKENS
 from .chunking import LongTexts
+from .compact import DEFAULT_RESCORE_MULTIPLIER, VectorPrecision
 from .display import int8_search_table, layer_table, parity_table, variants_table
 from .errors import ArtifactError, BertxError, InputFileError, MissingDependencyError, OptionError
 from .layers import Combine
@@ -261,6 +262,17 @@ def embed(
         bool, typer.Option("--hidden-states", help="Write every hidden state per text (.npz), for analysis.")
     ] = False,
     dtype: Annotated[DType, typer.Option(help="Float type written to the output file.")] = DType.FLOAT32,
+    truncate_dim: Annotated[
+        int | None, typer.Option(help="Keep the first N dimensions (Matryoshka), normalized after the cut.")
+    ] = None,
+    precision: Annotated[
+        VectorPrecision,
+        typer.Option(help="Store vectors as int8/uint8 (per-dimension ranges) or packed sign bits (binary/ubinary)."),
+    ] = VectorPrecision.FLOAT32,
+    keep_float: Annotated[
+        bool,
+        typer.Option("--keep-float", help="With --precision: also store the float vectors (--dtype), for rescoring."),
+    ] = False,
     variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
     device: Annotated[
         Device | None,
@@ -288,8 +300,13 @@ def embed(
     from .model import Model
 
     per_token = words is not None or pooling == "none"
-    if (output is not None or per_token) and not hidden_states:
-        check_output(output, words=per_token)
+    compact = precision is not VectorPrecision.FLOAT32
+    if (compact or truncate_dim is not None) and (per_token or hidden_states):
+        raise OptionError("--precision and --truncate-dim apply to sentence vectors, not word/token/hidden states")
+    if keep_float and not compact:
+        raise OptionError("--keep-float keeps float vectors beside quantized ones: give --precision too")
+    if (output is not None or per_token or compact) and not hidden_states:
+        check_output(output, words=per_token, precision=precision.value)
     records = [Record(str(i), t) for i, t in enumerate(texts or [])]
     if input is not None:
         records += read_records(input, field=field, column=column, id_field=id_field)
@@ -334,11 +351,15 @@ def embed(
         "long_texts": long_texts.value,
         "chunk_overlap": chunk_overlap,
         "chunk_window": chunk_window,
+        "truncate_dim": truncate_dim,
     }
     vectors = _encode(model, strings, settings, batch_size, show=input is not None and len(strings) > batch_size)
-    vectors = vectors.astype(dtype.value, copy=False)
+    exact, vectors = vectors, vectors.astype(dtype.value, copy=False)
     if output is not None:
         meta = {"artifact": str(artifact.resolve()), "variant": variant.value, "bertx": __version__, **settings}
+        if compact:
+            _write_compact(output, exact, records, meta, precision, dtype.value if keep_float else None)
+            return
         write_vectors(output, vectors, records, meta)
         if output != "-":
             err.print(f"wrote {vectors.shape[0]} × {vectors.shape[1]} {dtype.value} to {output}")
@@ -353,6 +374,27 @@ def embed(
         text = record.text if len(record.text) <= 60 else record.text[:57] + "…"
         table.add_row(record.id, text, f"{np.linalg.norm(vector):.4f}", preview)
     out.print(table)
+
+
+def _write_compact(
+    output: str, floats: np.ndarray, records: list[Any], meta: dict[str, Any], how: VectorPrecision, keep: str | None
+) -> None:
+    """Quantize float32 sentence vectors and write them with their calibration ranges (and, in the float type
+    `keep`, the float vectors)."""
+    from .compact import calibration_ranges, quantize
+    from .embedding_files import write_vectors
+
+    arrays = {"float_vectors": floats.astype(keep)} if keep else {}
+    ranges = calibration_ranges(floats) if how.needs_ranges else None
+    if ranges is not None:
+        arrays["ranges"] = ranges
+    packed = quantize(floats, how, ranges)
+    write_vectors(output, packed, records, {**meta, "precision": how.value, "dim": floats.shape[1]}, arrays)
+    kept = f", plus {keep} vectors for rescoring" if keep else ""
+    err.print(
+        f"wrote {len(packed)} × {floats.shape[1]} dims as {how.value} ({packed.nbytes // max(len(packed), 1)} "
+        f"bytes per vector, {floats.nbytes / max(packed.nbytes, 1):.0f}× smaller than float32){kept} to {output}"
+    )
 
 
 def _encode(model: Any, texts: list[str], settings: dict[str, Any], batch_size: int, show: bool) -> np.ndarray:
@@ -372,8 +414,16 @@ def search(
     k: Annotated[int, typer.Option("-k", min=1, help="Results per query.")] = 5,
     metric: Annotated[Metric, typer.Option(help="Score.")] = Metric.COSINE,
     artifact: Annotated[Path | None, typer.Option(help="Artifact to embed queries with [the one recorded].")] = None,
+    rescore_multiplier: Annotated[
+        int,
+        typer.Option(min=0, help="Quantized files: rescore the best k × this many with float vectors (0: don't)."),
+    ] = DEFAULT_RESCORE_MULTIPLIER,
 ) -> None:
-    """Find the texts of an embeddings file closest to each query, embedded by the same model."""
+    """Find the texts of an embeddings file closest to each query, embedded by the same model.
+
+    Over quantized vectors (embed --precision), the query is quantized alike, the best k × multiplier rows
+    are found by int8 dot product or Hamming distance, and those are rescored with the float query.
+    """
     from .embedding_files import read_npz
     from .model import Model
     from .similarity import top_k
@@ -382,14 +432,16 @@ def search(
     source = artifact or Path(str(data.meta.get("artifact", "")))
     model = Model.from_pretrained(source, variant=str(data.meta.get("variant", "fp32")))
     keys = ("pooling", "layers", "combine", "normalize_embeddings", "long_texts", "chunk_overlap", "chunk_window")
-    settings = {key: data.meta[key] for key in keys if data.meta.get(key) is not None}
+    settings = {key: data.meta[key] for key in (*keys, "truncate_dim") if data.meta.get(key) is not None}
     settings.setdefault("layers", None)
     vectors = _encode(model, list(queries), settings, 32, show=False)
-    if vectors.shape[1] != data.vectors.shape[1]:
-        raise InputFileError(
-            f"queries embed to width {vectors.shape[1]} but {embeddings} holds width {data.vectors.shape[1]}"
-        )
-    hits = top_k(vectors, data.vectors, k=k, metric=metric)
+    width = int(data.meta["dim"]) if "dim" in data.meta else int(data.vectors.shape[1])
+    if vectors.shape[1] != width:
+        raise InputFileError(f"queries embed to width {vectors.shape[1]} but {embeddings} holds width {width}")
+    if data.precision == "float32":
+        hits = top_k(vectors, data.vectors, k=k, metric=metric)
+    else:
+        hits = _search_compact(vectors, data, k, rescore_multiplier, metric)
     for query, rows, scores in zip(queries, hits.indices, hits.scores):
         table = Table(title=f"{query}")
         for column in ("rank", "score", "id", "text"):
@@ -397,6 +449,22 @@ def search(
         for rank, (row, score) in enumerate(zip(rows, scores), start=1):
             table.add_row(str(rank), f"{score:.4f}", data.ids[row], data.texts[row])
         out.print(table)
+
+
+def _search_compact(vectors: np.ndarray, data: Any, k: int, multiplier: int, metric: Metric) -> Any:
+    """Search quantized vectors, rescore, and say on standard error which mode ran."""
+    from .compact import search
+
+    how = VectorPrecision(data.precision)
+    scan = "Hamming distance" if how.is_binary else f"{how.value} dot product"
+    against = "the stored float vectors" if data.float_vectors is not None else "the unpacked ±1 vectors"
+    if not how.is_binary and data.float_vectors is None:
+        against = "the dequantized vectors"
+    step = (
+        f"rescored the best {k * multiplier} with the float query against {against}" if multiplier else "no rescoring"
+    )
+    err.print(f"searched {len(data.vectors)} {how.value} vectors by {scan}; {step}", highlight=False)
+    return search(vectors, data.vectors, how, k, data.ranges, data.float_vectors, multiplier, metric)
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """Writing embeddings to .npy, .npz, .jsonl or .parquet atomically, and reading .npz back for search.
 
 An .npz holds `vectors`, `ids`, `texts` and `meta` (JSON: the artifact and the settings that made the
-vectors), so `bertx search` can embed a query the same way.
+vectors), so `bertx search` can embed a query the same way. Quantized vectors (meta "precision" int8, uint8,
+binary or ubinary) come with `ranges` (int8/uint8 calibration, to quantize queries alike) and, when kept,
+`float_vectors` for rescoring.
 """
 
 from __future__ import annotations
@@ -33,10 +35,23 @@ class EmbeddingsFile:
     ids: list[str]
     texts: list[str]
     meta: dict[str, Any]
+    ranges: np.ndarray | None = None
+    float_vectors: np.ndarray | None = None
+
+    @property
+    def precision(self) -> str:
+        """How `vectors` are stored: float32 (also for float16 files), int8, uint8, binary or ubinary."""
+        return str(self.meta.get("precision", "float32"))
 
 
-def check_output(path: str | None, words: bool) -> None:
+def check_output(path: str | None, words: bool, precision: str = "float32") -> None:
     """Refuse an output path bertx cannot write, before any work is done."""
+    if precision != "float32":
+        suffix = "" if path is None or path == "-" else Path(path).suffix.lower()
+        if suffix != ".npz" and not (suffix == ".npy" and precision in ("binary", "ubinary")):
+            raise InputFileError(
+                f"{precision} vectors need --output FILE.npz (it keeps their ranges; binary may be .npy), got {path}"
+            )
     if words and (path is None or (path != "-" and Path(path).suffix.lower() != ".jsonl")):
         raise InputFileError(
             f"word embeddings are written as JSON lines: --output must end in .jsonl or be -, got {path}"
@@ -49,8 +64,17 @@ def check_output(path: str | None, words: bool) -> None:
         raise InputFileError(f"--output {path} is a folder; give a file name")
 
 
-def write_vectors(path: str, vectors: np.ndarray, records: Sequence[Record], meta: dict[str, Any]) -> None:
-    """Write one vector per record; "-" writes JSON lines to standard output."""
+def write_vectors(
+    path: str,
+    vectors: np.ndarray,
+    records: Sequence[Record],
+    meta: dict[str, Any],
+    arrays: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write one vector per record; "-" writes JSON lines to standard output.
+
+    `arrays` (an .npz only) are stored beside the vectors: `ranges`, `float_vectors`.
+    """
     if path == "-":
         _jsonl_vectors(sys.stdout, vectors, records)
         return
@@ -63,13 +87,14 @@ def write_vectors(path: str, vectors: np.ndarray, records: Sequence[Record], met
         if suffix == ".npy":
             np.save(out, vectors)
         elif suffix == ".npz":
-            np.savez(
-                out,
-                vectors=vectors,
-                ids=np.array([r.id for r in records], dtype=str),
-                texts=np.array([r.text for r in records], dtype=str),
-                meta=np.array(json.dumps(meta)),
-            )
+            contents: dict[str, Any] = {
+                "vectors": vectors,
+                "ids": np.array([r.id for r in records], dtype=str),
+                "texts": np.array([r.text for r in records], dtype=str),
+                "meta": np.array(json.dumps(meta)),
+                **(arrays or {}),
+            }
+            np.savez(out, **contents)
         else:
             _jsonl_vectors(out, vectors, records)
 
@@ -126,6 +151,8 @@ def read_npz(path: str) -> EmbeddingsFile:
                 ids=[str(i) for i in data["ids"]],
                 texts=[str(t) for t in data["texts"]],
                 meta=json.loads(str(data["meta"])),
+                ranges=np.asarray(data["ranges"]) if "ranges" in data.files else None,
+                float_vectors=np.asarray(data["float_vectors"]) if "float_vectors" in data.files else None,
             )
     except (OSError, KeyError, ValueError) as exc:
         raise InputFileError(

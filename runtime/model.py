@@ -16,6 +16,7 @@ from .artifact import check_file, load_tokenizer
 from .backends import Backend, GraphFile, InferencePrecision, Runner, RunOptions, open_graph
 from .batching import DEFAULT_BATCH_TOKENS, check_batch_tokens, plan
 from .chunking import LongTexts, combine_pooled, split, stitch
+from .compact import check_truncate_dim
 from .errors import ArtifactError, InputError, OptionError
 from .layers import Combine, LayerSpec, check_combination, select_layers
 from .layers import combine as combine_states
@@ -180,6 +181,7 @@ class Model:
         long_texts: LongTexts | str = LongTexts.TRUNCATE,
         chunk_overlap: int = 32,
         chunk_window: int | None = None,
+        truncate_dim: int | None = None,
     ) -> Any:
         """Sentence embeddings from any layer or combination of layers, sentence-transformers style.
 
@@ -209,6 +211,7 @@ class Model:
                 combined, weighted by their token counts (max pooling takes the max over windows).
             chunk_overlap: Tokens each window repeats from the previous one (chunk mode).
             chunk_window: Tokens per window, special tokens included [max_seq_length].
+            truncate_dim: Keep the first N dimensions (Matryoshka), normalized after the cut [all].
 
         Raises:
             InputError: the texts are not strings. OptionError: an invalid keyword value.
@@ -220,6 +223,8 @@ class Model:
                     "text pairs give sentence vectors only: pooling='none' and long_texts='chunk' need single texts"
                 )
         if mode is None:
+            if truncate_dim is not None:
+                raise OptionError("truncate_dim cuts sentence vectors; pooling='none' gives token vectors")
             single = isinstance(sentences, str)
             tokens = self.encode_tokens(
                 [sentences] if isinstance(sentences, str) else sentences,  # type: ignore[arg-type]
@@ -248,6 +253,7 @@ class Model:
         windows = split(encodings) if choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK else None
         flat = windows.encodings if windows is not None else encodings
         width = self.hidden_size * (len(chosen) if how is Combine.CONCAT else 1)
+        check_truncate_dim(truncate_dim, width)
         out = np.empty((len(flat), width), dtype=np.float32)
         for rows, batch, states in self._forward(flat, batch_size, chosen, show_progress_bar):
             if pool_before_combine:
@@ -263,6 +269,7 @@ class Model:
                 if texts
                 else out
             )
+        out = out if truncate_dim is None else np.ascontiguousarray(out[:, :truncate_dim])
         if unit:
             out = l2_normalize(out)
         if single:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -80,24 +81,36 @@ def top_k(
     if block_size < 1:
         raise OptionError(f"block_size must be at least 1, got {block_size}")
     q = _matrix(queries, "queries")
-    n = len(corpus)
-    k = min(k, n)
     sign = 1.0 if how.higher_is_closer else -1.0
-    best_scores = np.full((len(q), 0), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((len(q), 0), dtype=np.int64)
+
+    def scores(start: int, stop: int) -> np.ndarray:
+        return sign * pairwise(q, _matrix(np.asarray(corpus[start:stop]), "corpus"), how)
+
+    hits = block_top_k(len(q), len(corpus), k, scores, block_size)
+    return Hits(indices=hits.indices, scores=sign * hits.scores)
+
+
+def block_top_k(
+    queries: int, n: int, k: int, scores: Callable[[int, int], np.ndarray], block_size: int = 16_384
+) -> Hits:
+    """Best `k` of `n` corpus rows per query, higher scores first; `scores(start, stop)` scores one block.
+
+    Only one block of scores and the running best `k` are held at a time, whatever `n` is.
+    """
+    k = min(k, n)
+    best_scores = np.full((queries, 0), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((queries, 0), dtype=np.int64)
     for start in range(0, n, block_size):
-        block = _matrix(np.asarray(corpus[start : start + block_size]), "corpus")
-        scores = sign * pairwise(q, block, how)
-        rows = np.broadcast_to(np.arange(start, start + len(block)), scores.shape)
-        merged_scores = np.concatenate([best_scores, scores], axis=1)
+        block = np.asarray(scores(start, min(start + block_size, n)), dtype=np.float32)
+        rows = np.broadcast_to(np.arange(start, start + block.shape[1]), block.shape)
+        merged_scores = np.concatenate([best_scores, block], axis=1)
         merged_rows = np.concatenate([best_rows, rows], axis=1)
         keep = np.argpartition(-merged_scores, min(k, merged_scores.shape[1]) - 1, axis=1)[:, :k]
         best_scores = np.take_along_axis(merged_scores, keep, axis=1)
         best_rows = np.take_along_axis(merged_rows, keep, axis=1)
     order = np.argsort(-best_scores, axis=1, kind="stable")
     return Hits(
-        indices=np.take_along_axis(best_rows, order, axis=1),
-        scores=sign * np.take_along_axis(best_scores, order, axis=1),
+        indices=np.take_along_axis(best_rows, order, axis=1), scores=np.take_along_axis(best_scores, order, axis=1)
     )
 
 
