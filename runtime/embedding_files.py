@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,7 +83,7 @@ def write_vectors(
     if suffix == ".parquet":
         _write_parquet(path, vectors, records, meta)
         return
-    with _atomic(path, binary=suffix != ".jsonl") as out:
+    with atomic_write(path, binary=suffix != ".jsonl") as out:
         if suffix == ".npy":
             np.save(out, vectors)
         elif suffix == ".npz":
@@ -130,7 +130,7 @@ def _write_per_text(path: str, items: Iterator[dict[str, Any]], records: Sequenc
     if path == "-":
         emit(sys.stdout)
         return
-    with _atomic(path, binary=False) as out:
+    with atomic_write(path, binary=False) as out:
         emit(out)
 
 
@@ -138,7 +138,7 @@ def write_hidden_states(path: str, states: Sequence[np.ndarray], records: Sequen
     """Write every hidden state per text to an .npz: arrays "0", "1", … of (layers + 1, tokens, hidden)."""
     arrays: dict[str, Any] = {str(i): array for i, array in enumerate(states)}
     arrays["ids"] = np.array([r.id for r in records], dtype=str)
-    with _atomic(path, binary=True) as out:
+    with atomic_write(path, binary=True) as out:
         np.savez(out, **arrays)
 
 
@@ -183,23 +183,32 @@ def _write_parquet(path: str, vectors: np.ndarray, records: Sequence[Record], me
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
         }
     ).replace_schema_metadata({"bertx": json.dumps(meta)})
-    with _atomic(path, binary=True) as out:
+    with atomic_write(path, binary=True) as out:
         pq.write_table(table, out)
 
 
 @contextmanager
-def _atomic(path: str, binary: bool) -> Iterator[IO[Any]]:
-    """Write to a temporary file beside `path` and rename it into place only when writing succeeded."""
+def atomic_write(path: str | os.PathLike[str], binary: bool) -> Iterator[IO[Any]]:
+    """Write to a temporary file beside `path` and rename it into place only when writing succeeded; a
+    failure or Ctrl-C leaves `path` as it was. The file gets the usual permissions (the umask's), not
+    mkstemp's private 0600: vectors and tables are meant to be shared.
+
+    Raises:
+        InputFileError: the folder or the file cannot be written.
+    """
     target = Path(path)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        out = tmp.open("xb") if binary else tmp.open("x", encoding="utf-8")
     except OSError as exc:
         raise InputFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
-        with os.fdopen(handle, "wb" if binary else "w", encoding=None if binary else "utf-8") as out:
+        with out:
             yield out
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise InputFileError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise

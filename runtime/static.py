@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from .embedding_files import atomic_write
 from .errors import InputError, InputFileError
 from .pooling import l2_normalize
 from .tokenization import check_texts
@@ -213,30 +212,15 @@ class StaticEmbeddings:
         Raises:
             InputFileError: the folder cannot be written.
         """
-        target = Path(path)
-        # Not tempfile.mkstemp: its files are private (0600) whatever the umask, and a table is meant to be shared.
-        tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            out = tmp.open("xb")
-        except OSError as exc:
-            raise InputFileError(f"cannot write {target}: {exc.strerror or exc}") from exc
-        try:
-            with out:
-                np.savez(
-                    out,
-                    piece_vectors=self._matrix[: self.pieces].astype(self.info.dtype),
-                    words=np.array(self._words, dtype=str),
-                    word_vectors=self._matrix[self.pieces :].astype(self.info.dtype),
-                    tokenizer=np.array(self._tokenizer_json),
-                    meta=np.array(self.info.to_json()),
-                )
-            os.replace(tmp, target)
-        except BaseException as exc:
-            tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise InputFileError(f"cannot write {target}: {exc.strerror or exc}") from exc
-            raise
+        with atomic_write(path, binary=True) as out:
+            np.savez(
+                out,
+                piece_vectors=self._matrix[: self.pieces].astype(self.info.dtype),
+                words=np.array(self._words, dtype=str),
+                word_vectors=self._matrix[self.pieces :].astype(self.info.dtype),
+                tokenizer=np.array(self._tokenizer_json),
+                meta=np.array(self.info.to_json()),
+            )
 
     @property
     def dim(self) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +19,18 @@ WORDS = (
     "cat dog man woman eat food play music river bank money city park sun rain day night good bad new old "
     "quick brown fox jump over lazy run walk read book write code model test data time year people world"
 ).split()
+
+
+def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """`bertx ARGS` in a fresh process, offline, with a wide terminal so that tables do not wrap."""
+    return subprocess.run(
+        [sys.executable, "-m", "bertx.cli", *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
 
 
 def _wordpiece_vocab() -> list[str]:

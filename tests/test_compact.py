@@ -4,8 +4,6 @@ sentence-transformers' own `quantize_embeddings`, and the `embed --precision` / 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +12,7 @@ import pytest
 import bertx
 from bertx.compact import VectorPrecision, dequantize, hamming_top_k, quantize, search, truncate, unpack_binary
 
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bertx.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-    )
+from conftest import run_cli as run
 
 
 def first_hit(stdout: str) -> str:

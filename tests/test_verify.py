@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,15 +14,7 @@ from bertx.artifact import check_file, sha256_file, verify_artifact
 from bertx.errors import ArtifactError
 from bertx.manifest import Manifest
 
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bertx.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"COLUMNS": "200", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
-    )
+from conftest import run_cli as run
 
 
 def copy(artifact: Path, tmp_path: Path) -> Path:
