@@ -7,12 +7,13 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bertx.errors import ExportError, UnsupportedModelError
 from bertx.manifest import Architecture, Defaults, Head, HeadKind, Pooling, ProblemType
+from bertx.prompts import Prompts
 
 from .resolve import ResolvedModel
 
@@ -34,6 +35,7 @@ class ModelFacts:
     defaults: Defaults
     max_length_limit: int
     head: Head | None = None
+    prompts: Prompts = field(default_factory=Prompts)
 
     @property
     def task(self) -> str:
@@ -72,7 +74,7 @@ def read_model_facts(source: ResolvedModel, max_length: int | None) -> ModelFact
         if not 2 <= max_length <= limit:
             raise ExportError(f"--max-length must be between 2 and {limit} for this model, got {max_length}")
         defaults = Defaults(defaults.pooling, defaults.normalize, max_length, "--max-length")
-    return ModelFacts(architecture, defaults, limit, _head(config))
+    return ModelFacts(architecture, defaults, limit, _head(config), _sentence_transformers_prompts(source.path))
 
 
 def _head(config: Any) -> Head | None:
@@ -198,6 +200,57 @@ def _sentence_transformers_defaults(folder: Path, limit: int) -> Defaults:
         if isinstance(value, int) and value > 0:
             max_len = min(value, limit)
     return Defaults(pooling, normalize, max_len, "sentence-transformers config")
+
+
+def _sentence_transformers_prompts(folder: Path) -> Prompts:
+    """The prompts a sentence-transformers folder declares (config_sentence_transformers.json), and whether
+    its Pooling module counts their tokens."""
+    config_file = folder / "config_sentence_transformers.json"
+    if not config_file.is_file():
+        return Prompts()
+    config = _read_json(config_file)
+    named = config.get("prompts") or {}
+    default = config.get("default_prompt_name")
+    if not isinstance(named, dict) or not all(isinstance(v, str) for v in named.values()):
+        raise UnsupportedModelError(f"{config_file}: prompts must map names to texts, got {named!r}")
+    include = True
+    for module in _read_json(folder / "modules.json") if (folder / "modules.json").is_file() else []:
+        pooling_config = folder / str(module.get("path", "")) / "config.json"
+        if str(module.get("type", "")).endswith("Pooling") and pooling_config.is_file():
+            include = bool(_read_json(pooling_config).get("include_prompt", True))
+    try:
+        return Prompts(named, default, include, "sentence-transformers config")
+    except ValueError as exc:
+        raise UnsupportedModelError(f"{config_file}: {exc}") from exc
+
+
+def with_prompts(found: Prompts, added: tuple[tuple[str, str], ...], default_name: str | None) -> Prompts:
+    """The folder's prompts with those given to the export command added (a name given again replaces the
+    folder's text) and its default prompt replaced when one is named.
+
+    Raises:
+        ExportError: the default names no prompt.
+    """
+    if not added and default_name is None:
+        return found
+    named = {**found.named, **dict(added)}
+    default = found.default_name if default_name is None else default_name or None
+    if default is not None and default not in named:
+        listed = ", ".join(named) or "none"
+        raise ExportError(f"--default-prompt-name {default!r} names no prompt (the prompts are: {listed})")
+    return Prompts(
+        named,
+        default,
+        found.include_prompt,
+        "export command" if not found.named else found.origin + " + export command",
+    )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnsupportedModelError(f"cannot read {path}: {exc}") from exc
 
 
 def _pooling_mode(config_file: Path) -> Pooling:

@@ -32,6 +32,7 @@ from bertx.manifest import (
     MANIFEST_NAME,
     Manifest,
     ParityReport,
+    Pooling,
     Precision,
     SentenceEmbeddingOutput,
     Source,
@@ -45,7 +46,7 @@ from .graph_pooling import GRAPH_POOLINGS, SENTENCE_EMBEDDING, add_sentence_embe
 from .int8 import Int8Options, calibration_texts, make_context, quantize_int8
 from .int8_openvino import named as openvino_named
 from .int8_recipes import named_recipe
-from .onnx_export import export_onnx, onnx_io_names, output_names, quiet, read_model_facts
+from .onnx_export import export_onnx, onnx_io_names, output_names, quiet, read_model_facts, with_prompts
 from .parity import DEFAULT_THRESHOLDS, check_parity, parity_texts
 from .resolve import ResolvedModel, resolve_model, sha256_file
 from .variants import OptimizeLevel, fuse
@@ -78,6 +79,10 @@ class ExportOptions:
     # model's defaults say unless `sentence_normalize` says otherwise.
     sentence_embedding: bool = False
     sentence_normalize: bool | None = None
+    # Prompts added to those the model folder declares (name, text), and the one applied by default
+    # ("" for none, None to keep the folder's).
+    prompts: tuple[tuple[str, str], ...] = ()
+    default_prompt_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,12 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
     work.mkdir()
     with steps.step("load", f"({source.found_via}: {source.path})"):
         facts = read_model_facts(source, options.max_length)
+        prompts = with_prompts(facts.prompts, options.prompts, options.default_prompt_name)
+        if prompts.named and not prompts.include_prompt and facts.defaults.pooling is Pooling.CLS:
+            raise UnsupportedModelError(
+                "this model pools [CLS] and leaves its prompt's tokens out of pooling, which sentence-transformers "
+                "versions compute differently; bertx does not export it yet"
+            )
         if options.sentence_embedding and facts.defaults.pooling not in GRAPH_POOLINGS:
             raise ExportError(
                 f"--sentence-embedding pools as the model's default ({facts.defaults.pooling.value}), which the graph "
@@ -299,6 +310,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         export=_export_facts(exported, options),
         head=facts.head,
         sentence_embedding=pooled,
+        prompts=prompts,
     )
     manifest.save(artifact)
     return manifest

@@ -30,6 +30,7 @@ from .errors import ArtifactError, BertxError, InputFileError, MissingDependency
 from .layers import Combine
 from .manifest import MANIFEST_NAME, Manifest, Precision
 from .outputs import WordMerge
+from .prompts import parse_prompt
 from .session import Device
 from .similarity import Metric
 
@@ -162,6 +163,18 @@ def export(
             help="L2-normalize the sentence_embedding output [default: as the model's defaults say].",
         ),
     ] = None,
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prompt",
+            metavar="NAME=TEXT",
+            help="Add a prompt to the manifest, e.g. query='query: ' (repeatable; replaces one the model declares).",
+        ),
+    ] = None,
+    default_prompt_name: Annotated[
+        str | None,
+        typer.Option(help="The prompt put before every text when a call names none ('' for none) [the model's]."),
+    ] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset [default: Optimum's choice].")] = None,
     max_length: Annotated[
         int | None, typer.Option(help="Max tokens per text [default: the model's or sentence-transformers']")
@@ -211,6 +224,8 @@ def export(
         validate=validate,
         sentence_embedding=sentence_embedding,
         sentence_normalize=sentence_normalize,
+        prompts=tuple(parse_prompt(value) for value in prompt or []),
+        default_prompt_name=default_prompt_name,
     )
     result = export_model(options, console=err, quiet_mode=quiet)
     if quiet:
@@ -265,6 +280,13 @@ def embed(
     truncate_dim: Annotated[
         int | None, typer.Option(help="Keep the first N dimensions (Matryoshka), normalized after the cut.")
     ] = None,
+    prompt_name: Annotated[
+        str | None,
+        typer.Option(help="Put the artifact's prompt of this name before each text (bertx info lists them) [default]."),
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option(help="Put this text before each text instead ('' turns the default prompt off).")
+    ] = None,
     precision: Annotated[
         VectorPrecision,
         typer.Option(help="Store vectors as int8/uint8 (per-dimension ranges) or packed sign bits (binary/ubinary)."),
@@ -303,6 +325,8 @@ def embed(
     compact = precision is not VectorPrecision.FLOAT32
     if (compact or truncate_dim is not None) and (per_token or hidden_states):
         raise OptionError("--precision and --truncate-dim apply to sentence vectors, not word/token/hidden states")
+    if (prompt_name is not None or prompt is not None) and (per_token or hidden_states):
+        raise OptionError("--prompt-name and --prompt apply to sentence vectors, not word/token/hidden states")
     if keep_float and not compact:
         raise OptionError("--keep-float keeps float vectors beside quantized ones: give --precision too")
     if (output is not None or per_token or compact) and not hidden_states:
@@ -352,11 +376,14 @@ def embed(
         "chunk_overlap": chunk_overlap,
         "chunk_window": chunk_window,
         "truncate_dim": truncate_dim,
+        "prompt_name": prompt_name,
+        "prompt": prompt,
     }
     vectors = _encode(model, strings, settings, batch_size, show=input is not None and len(strings) > batch_size)
     exact, vectors = vectors, vectors.astype(dtype.value, copy=False)
     if output is not None:
         meta = {"artifact": str(artifact.resolve()), "variant": variant.value, "bertx": __version__, **settings}
+        meta["prompt_text"] = model.prompt_text(prompt_name, prompt)
         if compact:
             _write_compact(output, exact, records, meta, precision, dtype.value if keep_float else None)
             return
@@ -397,13 +424,17 @@ def _write_compact(
     )
 
 
-def _encode(model: Any, texts: list[str], settings: dict[str, Any], batch_size: int, show: bool) -> np.ndarray:
-    """Sentence vectors with the settings recorded in an embeddings file (layers as typed on the CLI)."""
+def _encode(
+    model: Any, texts: list[str], settings: dict[str, Any], batch_size: int, show: bool, query: bool = False
+) -> np.ndarray:
+    """Sentence vectors with the settings recorded in an embeddings file (layers as typed on the CLI); for
+    search queries, with the artifact's query prompt unless the settings name one."""
     from .layers import parse_layers
 
     kwargs = dict(settings)
     kwargs["layers"] = parse_layers(kwargs["layers"]) if kwargs["layers"] is not None else None
-    return np.asarray(model.encode(texts, batch_size=batch_size, show_progress_bar=show, **kwargs))
+    encode = model.encode_query if query else model.encode
+    return np.asarray(encode(texts, batch_size=batch_size, show_progress_bar=show, **kwargs))
 
 
 @app.command()
@@ -418,6 +449,11 @@ def search(
         int,
         typer.Option(min=0, help="Quantized files: rescore the best k × this many with float vectors (0: don't)."),
     ] = DEFAULT_RESCORE_MULTIPLIER,
+    prompt_name: Annotated[
+        str | None,
+        typer.Option(help="The artifact's prompt to put before each query [its 'query' prompt, else the default]."),
+    ] = None,
+    prompt: Annotated[str | None, typer.Option(help="Put this text before each query instead.")] = None,
 ) -> None:
     """Find the texts of an embeddings file closest to each query, embedded by the same model.
 
@@ -434,7 +470,8 @@ def search(
     keys = ("pooling", "layers", "combine", "normalize_embeddings", "long_texts", "chunk_overlap", "chunk_window")
     settings = {key: data.meta[key] for key in (*keys, "truncate_dim") if data.meta.get(key) is not None}
     settings.setdefault("layers", None)
-    vectors = _encode(model, list(queries), settings, 32, show=False)
+    settings.update(prompt_name=prompt_name, prompt=prompt)
+    vectors = _encode(model, list(queries), settings, 32, show=False, query=True)
     width = int(data.meta["dim"]) if "dim" in data.meta else int(data.vectors.shape[1])
     if vectors.shape[1] != width:
         raise InputFileError(f"queries embed to width {vectors.shape[1]} but {embeddings} holds width {width}")
@@ -544,6 +581,12 @@ def info(artifact: Annotated[Path, typer.Argument(help="Artifact folder written 
         f"defaults      pooling {d.pooling.value}, normalize {d.normalize}, max_seq_length {d.max_seq_length} "
         f"({d.origin})"
     )
+    prompts = manifest.prompts
+    if prompts.named:
+        listed = ", ".join(f"{name}={text!r}" for name, text in prompts.named.items())
+        default = f"; default {prompts.default_name}" if prompts.default_name else "; no default"
+        pooled = "" if prompts.include_prompt else "; pooled without the prompt's tokens"
+        out.print(f"prompts       {escape(listed)}{default}{pooled} ({prompts.origin})", highlight=False)
     out.print(f"outputs       {manifest.outputs[0]} … {manifest.outputs[-1]}")
     out.print(variants_table(manifest))
     reports = {p.value: v.parity for p, v in manifest.variants.items()}

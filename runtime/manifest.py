@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError, VariantError
+from .prompts import Prompts
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "bertx.json"
@@ -233,6 +234,7 @@ class Manifest:
     export: dict[str, Any] = field(default_factory=dict)
     head: Head | None = None
     sentence_embedding: SentenceEmbeddingOutput | None = None
+    prompts: Prompts = field(default_factory=Prompts)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -292,6 +294,7 @@ class Manifest:
                 export=dict(data.get("export", {})),
                 head=_head(data.get("head")),
                 sentence_embedding=_sentence_embedding(data.get("sentence_embedding")),
+                prompts=Prompts.from_dict(data.get("prompts")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"manifest is malformed ({type(exc).__name__}: {exc})") from exc

@@ -25,6 +25,7 @@ from .options import choice
 from .outputs import TokenEmbeddings, TokenInfo, WordEmbeddings, WordMerge, merge_words, token_embeddings
 from .pooling import l2_normalize, pool
 from .progress import ProgressBar
+from .prompts import DOCUMENT_NAMES, QUERY_NAMES
 from .session import Device, TensorRTSettings, resolve_device
 from .tasks import Classification, Ranked, Tagging, classify_rows, ranked, relevance, require_head, tag_words
 from .tokenization import Batch, TextInput, check_inputs, check_texts, is_pair, is_truncated
@@ -145,6 +146,7 @@ class Model:
         pooling: Pooling | str | None = None,
         normalize: bool | None = None,
         batch_size: int = 32,
+        prompt_name: str | None = None,
     ) -> np.ndarray:
         """Embed texts into one float32 vector each, from the last layer.
 
@@ -156,6 +158,8 @@ class Model:
             batch_size: Most texts per inference call; fewer when long texts fill the model's
                 `batch_tokens` budget. Texts are sorted by length inside the call so that batches carry
                 little padding; the result keeps the input order.
+            prompt_name: One of the artifact's prompts (`model.prompts`) to put before each text;
+                default: the artifact's default prompt, if it has one.
 
         Returns:
             A float32 array of shape (len(texts), hidden_size).
@@ -164,7 +168,11 @@ class Model:
             InputError: `texts` is not a list of strings (the message names the bad item).
         """
         check_inputs(texts)
-        return np.asarray(self.encode(texts, batch_size=batch_size, pooling=pooling, normalize_embeddings=normalize))
+        return np.asarray(
+            self.encode(
+                texts, batch_size=batch_size, pooling=pooling, normalize_embeddings=normalize, prompt_name=prompt_name
+            )
+        )
 
     def encode(
         self,
@@ -182,6 +190,8 @@ class Model:
         chunk_overlap: int = 32,
         chunk_window: int | None = None,
         truncate_dim: int | None = None,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
     ) -> Any:
         """Sentence embeddings from any layer or combination of layers, sentence-transformers style.
 
@@ -212,19 +222,32 @@ class Model:
             chunk_overlap: Tokens each window repeats from the previous one (chunk mode).
             chunk_window: Tokens per window, special tokens included [max_seq_length].
             truncate_dim: Keep the first N dimensions (Matryoshka), normalized after the cut [all].
+            prompt_name: Put the artifact's prompt of this name (`model.prompts`, e.g. "query") before
+                each text, as the model was trained to see it. Default: the artifact's default prompt,
+                if it declares one. Prompts apply to single texts' sentence vectors, not to pairs or
+                token vectors.
+            prompt: A prompt text of your own instead (not both); "" turns a default prompt off.
 
         Raises:
             InputError: the texts are not strings. OptionError: an invalid keyword value.
         """
         mode = self.manifest.defaults.pooling if pooling is None else _pooling(pooling)
+        explicit_prompt = prompt_name is not None or prompt is not None
+        prefix = self.manifest.prompts.resolve(prompt_name, prompt)
+        chunked = choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK
         if not isinstance(sentences, str) and isinstance(sentences, Sequence) and any(map(is_pair, sentences)):
-            if mode is None or choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK:
+            if mode is None or chunked:
                 raise OptionError(
                     "text pairs give sentence vectors only: pooling='none' and long_texts='chunk' need single texts"
                 )
+            if explicit_prompt:
+                raise OptionError("prompts go before single texts; text pairs are encoded as given")
+            prefix = ""
         if mode is None:
             if truncate_dim is not None:
                 raise OptionError("truncate_dim cuts sentence vectors; pooling='none' gives token vectors")
+            if explicit_prompt:
+                raise OptionError("prompts apply to sentence vectors; pooling='none' gives token vectors as given")
             single = isinstance(sentences, str)
             tokens = self.encode_tokens(
                 [sentences] if isinstance(sentences, str) else sentences,  # type: ignore[arg-type]
@@ -249,17 +272,24 @@ class Model:
         unit = self.manifest.defaults.normalize if normalize_embeddings is None else normalize_embeddings
         single = isinstance(sentences, str)
         texts = [sentences] if isinstance(sentences, str) else sentences
+        hidden_prompt = self._prompt_tokens(prefix, chunked)
+        if prefix:
+            texts = [prefix + text for text in check_inputs(texts)]  # type: ignore[operator]
         encodings = self._tokenize(texts, long_texts, chunk_overlap, chunk_window)
-        windows = split(encodings) if choice(LongTexts, long_texts, "long_texts") is LongTexts.CHUNK else None
+        windows = split(encodings) if chunked else None
         flat = windows.encodings if windows is not None else encodings
         width = self.hidden_size * (len(chosen) if how is Combine.CONCAT else 1)
         check_truncate_dim(truncate_dim, width)
         out = np.empty((len(flat), width), dtype=np.float32)
         for rows, batch, states in self._forward(flat, batch_size, chosen, show_progress_bar):
+            mask = batch.mask
+            if hidden_prompt:
+                mask = mask.copy()
+                mask[:, :hidden_prompt] = 0
             if pool_before_combine:
-                out[rows] = combine_states([pool(h, batch.mask, mode) for h in states], how, layer_weights)
+                out[rows] = combine_states([pool(h, mask, mode) for h in states], how, layer_weights)
             else:
-                out[rows] = pool(combine_states(states, how, layer_weights), batch.mask, mode)
+                out[rows] = pool(combine_states(states, how, layer_weights), mask, mode)
         if windows is not None:
             counts = np.array([len(e.ids) for e in windows.encodings])
             out = (
@@ -275,6 +305,46 @@ class Model:
         if single:
             return out[0]
         return out if convert_to_numpy else list(out)
+
+    def encode_query(self, sentences: str | Sequence[str], prompt_name: str | None = None, **options: Any) -> Any:
+        """`encode` for search queries: with the artifact's "query" prompt when it has one (else as `encode`
+        would), unless `prompt_name` or `prompt` says otherwise. Takes every keyword `encode` takes."""
+        if prompt_name is None and options.get("prompt") is None:
+            prompt_name = self.manifest.prompts.first_of(QUERY_NAMES)
+        return self.encode(sentences, prompt_name=prompt_name, **options)
+
+    def encode_document(self, sentences: str | Sequence[str], prompt_name: str | None = None, **options: Any) -> Any:
+        """`encode` for the documents searched: with the first of the artifact's "document", "passage" or
+        "corpus" prompts it has (else as `encode` would), unless `prompt_name` or `prompt` says otherwise."""
+        if prompt_name is None and options.get("prompt") is None:
+            prompt_name = self.manifest.prompts.first_of(DOCUMENT_NAMES)
+        return self.encode(sentences, prompt_name=prompt_name, **options)
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """The artifact's prompts, name → the text put before each input."""
+        return dict(self.manifest.prompts.named)
+
+    def prompt_text(self, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """The text `encode` would put before each input for these arguments ("" for none)."""
+        return self.manifest.prompts.resolve(prompt_name, prompt)
+
+    def _prompt_tokens(self, prefix: str, chunked: bool) -> int:
+        """How many leading tokens pooling leaves out: the prompt's, when the model was trained to pool
+        without them (sentence-transformers' `include_prompt=False`), else none."""
+        if not prefix or self.manifest.prompts.include_prompt:
+            return 0
+        if chunked:
+            raise OptionError(
+                "this model pools without its prompt's tokens, which only the first window of a chunked text "
+                "holds: use long_texts='truncate' with a prompt"
+            )
+        (encoding,) = self.tokenizer.encode([prefix])
+        # As sentence-transformers counts it: the prompt's tokens with [CLS], without the closing [SEP].
+        count = len(encoding.ids) - (1 if encoding.special_tokens_mask[-1] else 0)
+        if count >= self.max_seq_length - 1:
+            raise OptionError(f"the prompt takes {count} tokens and leaves no room for text in {self.max_seq_length}")
+        return count
 
     def encode_tokens(
         self,

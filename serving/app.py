@@ -85,6 +85,9 @@ class OpenAIEmbeddingRequest(_Strict):
     encoding_format: Encoding = "float"
     dimensions: int | None = Field(default=None, gt=0)
     user: str | None = None
+    prompt_name: str | None = Field(
+        default=None, description="bertx: one of the model's prompts (GET /info) [its default prompt, if any]."
+    )
 
 
 class _LayerOptions(_Strict):
@@ -104,6 +107,8 @@ class EmbedRequest(_LayerOptions):
     pool_before_combine: bool = False
     normalize: bool | None = None
     encoding_format: Encoding = "float"
+    prompt_name: str | None = Field(default=None, description="One of the model's prompts (GET /info) [default].")
+    prompt: str | None = Field(default=None, description='A prompt text of your own instead; "" for none.')
 
 
 class TokensRequest(_LayerOptions):
@@ -214,8 +219,15 @@ class Server:
         if not self.ready:
             raise ApiError(503, "the model is still warming up", "unavailable", retry_after=1)
         try:
+            counted = texts
+            if kind == "embed":
+                # Count the tokens the model will see: the prompt's too.
+                prefix = self.model.prompt_text(options.get("prompt_name"), options.get("prompt"))
+                counted = [prefix + text for text in texts] if prefix else texts
             counts = self.token_counts(
-                texts, chunked, words=kind == "words" and bool(texts) and isinstance(texts[0], list)
+                counted,
+                chunked,
+                words=kind == "words" and bool(texts) and isinstance(texts[0], list),
             )
             # Options are checked here, on no texts, so a bad one is the caller's 400, not a failed batch.
             self._check_options(kind, _unfrozen(options))
@@ -311,7 +323,7 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
             raise ApiError(
                 400, f"this model's vectors have {width} dimensions and it was not trained to be cut shorter"
             )
-        vectors, tokens = await server.run("embed", texts, {}, chunked=False)
+        vectors, tokens = await server.run("embed", texts, {"prompt_name": body.prompt_name}, chunked=False)
         data = [
             {"object": "embedding", "index": i, "embedding": _vector(v, body.encoding_format)}
             for i, v in enumerate(vectors)
@@ -326,6 +338,8 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
             "pooling": body.pooling,
             "normalize_embeddings": body.normalize,
             "pool_before_combine": body.pool_before_combine,
+            "prompt_name": body.prompt_name,
+            "prompt": body.prompt,
             **_layer_options(body),
         }
         vectors, tokens = await server.run("embed", texts, options, chunked=body.long_texts == "chunk")
@@ -385,6 +399,8 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
                     "max_seq_length": model.max_seq_length,
                 },
                 "defaults": {"pooling": manifest.defaults.pooling.value, "normalize": manifest.defaults.normalize},
+                "prompts": dict(manifest.prompts.named),
+                "default_prompt_name": manifest.prompts.default_name,
                 "limits": {
                     "max_inputs": server.settings.max_inputs,
                     "max_body_bytes": server.settings.max_body_bytes,

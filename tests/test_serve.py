@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ import pytest
 import bertx
 
 from reference import MIXED_TEXTS, cosines, torch_hidden_states, torch_sentence_embeddings
+from servers import Server, free_port, start
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -28,44 +27,6 @@ pytest.importorskip("uvicorn")
 TEXTS = MIXED_TEXTS
 KEY = "s3cret-key-for-tests"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-class Server:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.proc, self.url, self.log = proc, url, log
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(artifact: Path, tmp: Path, *options: str) -> Server:
-    port = _free_port()
-    log = tmp / f"serve-{port}.log"
-    args = [sys.executable, "-m", "bertx.cli", "serve", str(artifact), "--port", str(port), "--log-level", "warning"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([*args, *options], stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"bertx serve exited with {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return Server(proc, url, log)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"bertx serve did not get ready: {log.read_text()}")
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +245,6 @@ def test_batcher_splits_and_returns_each_callers_rows() -> None:
 
 
 def test_a_missing_artifact_is_one_line_before_anything_listens(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "bertx.cli", "serve", str(tmp_path / "nothing"), "--port", str(_free_port())]
+    args = [sys.executable, "-m", "bertx.cli", "serve", str(tmp_path / "nothing"), "--port", str(free_port())]
     result = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
