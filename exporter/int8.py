@@ -143,6 +143,7 @@ def quantize_int8(
     prepared_counts: dict[tuple[float | None, int], tuple[int, int]] = {}
     candidates: list[tuple[Candidate, GraphFile, dict[str, str]]] = []
     ranking: list[tuple[str, float]] = []
+    failed_recipes: dict[str, str] = {}
 
     def source_graph(recipe: Recipe) -> Path:
         """The graph `recipe` quantizes: the typed one, smoothed and/or split as it says (built once)."""
@@ -215,7 +216,13 @@ def quantize_int8(
 
     if options.recipe == "auto" and Backend.ONNXRUNTIME in options.engines:
         for recipe in recipes_for(cpu):
-            measure(recipe)
+            try:
+                measure(recipe)
+            except ExportError as exc:
+                # A quantizer that fails on this graph (a calibration histogram without a finite range, say)
+                # leaves the other candidates to choose from; a fixed recipe that fails still stops the export.
+                failed_recipes[recipe.name] = str(exc)
+                progress(f"int8: {recipe.name:<20} skipped: {exc}")
         ranking = _sensitivity(base, source_graph(mixed_recipe(cpu, 0)), context, cpu, progress)
         order = [name for name, _ in ranking]
         failed = 0
@@ -248,8 +255,11 @@ def quantize_int8(
                     break
     if options.recipe == "auto":
         if not candidates:
+            failures = "; ".join(f"{name}: {why}" for name, why in failed_recipes.items())
             raise ExportError(
-                "--int8 auto found no candidate it could build: OpenVINO is not usable here and the search "
+                f"--int8 auto could build no candidate ({failures})"
+                if failed_recipes
+                else "--int8 auto found no candidate it could build: OpenVINO is not usable here and the search "
                 "was limited to it (--int8-engine openvino); install it or allow onnxruntime"
             )
     elif (fixed := openvino_named(options.recipe)) is not None:
@@ -297,6 +307,7 @@ def quantize_int8(
         "fp32_texts_per_s": round(fp32_speed, 1),
         "final_round": final_round,
         "candidates": [asdict(c) for c, _, _ in candidates],
+        "failed_recipes": failed_recipes,
         "nodes": methods,
         "sensitivity": {name: round(loss, 6) for name, loss in ranking},
         "search_seconds": round(time.perf_counter() - started, 1),

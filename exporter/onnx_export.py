@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bertx.architectures import supported_type
 from bertx.errors import ExportError, UnsupportedModelError
 from bertx.manifest import Architecture, Defaults, Head, HeadKind, Pooling, ProblemType
 from bertx.prompts import Prompts
 
 from .resolve import ResolvedModel
 
-SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "roberta")
 DYNAMIC_AXES = {0: "batch_size", 1: "sequence_length"}
 HEAD_OUTPUT = "logits"
 # The class-name endings of the fine-tuned checkpoints whose head is exported, and Optimum's task for each.
@@ -53,13 +53,9 @@ def read_model_facts(source: ResolvedModel, max_length: int | None) -> ModelFact
     """
     config = load_config(source.path)
     model_type = str(config.model_type)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedModelError(
-            f"model type {model_type!r} is not supported yet; bertx exports {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+    kind = supported_type(model_type)
     positions = int(config.max_position_embeddings)
-    # RoBERTa numbers positions from padding_idx + 1, so two of its 514 positions are unusable.
-    limit = positions - (int(config.pad_token_id) + 1 if model_type == "roberta" else 0)
+    limit = kind.max_length(positions, getattr(config, "pad_token_id", None))
     architecture = Architecture(
         model_type=model_type,
         num_layers=int(_first(config, "num_hidden_layers", "n_layers")),

@@ -567,8 +567,16 @@ def vocab(
 
 @app.command()
 @_user_errors
-def info(artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")]) -> None:
-    """Show an artifact: source, architecture, defaults, variants and their parity reports."""
+def info(
+    artifact: Annotated[
+        Path | None, typer.Argument(help="Artifact folder written by `bertx export` [none: the supported models].")
+    ] = None,
+) -> None:
+    """Show an artifact: source, architecture, defaults, variants and their parity reports; without one, the
+    model types bertx exports."""
+    if artifact is None:
+        _supported_types()
+        return
     manifest = Manifest.load(artifact)
     arch, src, d = manifest.architecture, manifest.source, manifest.defaults
     out.print(f"[bold]{artifact}[/]  (bertx {manifest.bertx_version}, schema {manifest.schema_version})")
@@ -598,6 +606,21 @@ def info(artifact: Annotated[Path, typer.Argument(help="Artifact folder written 
     search_table = int8_search_table(int8) if int8 is not None else None
     if search_table is not None:
         out.print(search_table)
+
+
+def _supported_types() -> None:
+    from .architectures import NOT_YET, SUPPORTED
+
+    table = Table(title="Model types bertx exports (transformers' model_type)")
+    for column in ("model_type", "family", "positions", "for example"):
+        table.add_column(column)
+    for kind in SUPPORTED.values():
+        table.add_row(kind.name, kind.family, kind.positions.value, kind.examples)
+    out.print(table)
+    out.print("Not supported yet:")
+    for name, why in NOT_YET.items():
+        out.print(f"  {name}: {why}", highlight=False)
+    out.print("Any other type is refused at export with the list above.", highlight=False)
 
 
 @app.command()

@@ -1,0 +1,84 @@
+"""The encoder architectures bertx exports, and why others are not supported yet.
+
+Decided by what Optimum exports with every hidden state, what ONNX Runtime's graph fusion knows, and what
+passes the parity gate against PyTorch (each supported type is exported and checked in the tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .errors import UnsupportedModelError
+
+
+class Positions(str, Enum):
+    """How a model type numbers its positions, which sets the longest text it can take."""
+
+    ABSOLUTE = "absolute"  # 0 … max_position_embeddings - 1
+    AFTER_PADDING = "after padding"  # padding_idx + 1 onwards: two of RoBERTa's 514 positions are unusable
+    RELATIVE = "relative"  # relative or rotary; max_position_embeddings is the trained length
+
+
+@dataclass(frozen=True)
+class ModelType:
+    """A transformers `model_type` bertx exports."""
+
+    name: str
+    family: str
+    positions: Positions
+    examples: str
+
+    def max_length(self, max_position_embeddings: int, pad_token_id: int | None) -> int:
+        """The most tokens (special tokens included) one text may have."""
+        if self.positions is Positions.AFTER_PADDING:
+            return max_position_embeddings - (int(pad_token_id or 0) + 1)
+        return max_position_embeddings
+
+
+SUPPORTED = {
+    t.name: t
+    for t in (
+        ModelType(
+            "bert", "BERT", Positions.ABSOLUTE, "bert-base-uncased, all-MiniLM-L6-v2, bge-small-en-v1.5, e5-base-v2"
+        ),
+        ModelType("distilbert", "DistilBERT", Positions.ABSOLUTE, "distilbert-base-uncased, msmarco-distilbert"),
+        ModelType("roberta", "RoBERTa", Positions.AFTER_PADDING, "roberta-base, all-distilroberta-v1"),
+        ModelType(
+            "xlm-roberta",
+            "XLM-RoBERTa",
+            Positions.AFTER_PADDING,
+            "multilingual-e5, bge-m3, paraphrase-multilingual-mpnet",
+        ),
+        ModelType("camembert", "CamemBERT", Positions.AFTER_PADDING, "camembert-base"),
+        ModelType("mpnet", "MPNet", Positions.AFTER_PADDING, "all-mpnet-base-v2, multi-qa-mpnet"),
+        ModelType("electra", "ELECTRA", Positions.ABSOLUTE, "electra-base-discriminator"),
+        ModelType("albert", "ALBERT", Positions.ABSOLUTE, "albert-base-v2"),
+        ModelType("deberta-v2", "DeBERTa-v2/v3", Positions.RELATIVE, "deberta-v3-base"),
+    )
+}
+
+# Types tried and refused, with the reason a user should see.
+NOT_YET = {
+    "modernbert": "its output is the last layer's hidden state after a final norm, which bertx's per-layer "
+    "outputs do not carry yet",
+    "deberta": "INT8 quantization fails on its graph (ONNX Runtime's shape inference cannot read it)",
+    "ernie": "Optimum has no ONNX export for it and ONNX Runtime's fusion does not know it",
+    "roformer": "ONNX Runtime's graph fusion does not know it",
+    "mobilebert": "ONNX Runtime's graph fusion does not know it",
+    "convbert": "ONNX Runtime's graph fusion does not know it, and its convolution reads padding",
+    "big_bird": "its block-sparse attention is traced as full attention, so long texts would differ from PyTorch",
+    "longformer": "its exported graph only runs at the length it was traced with",
+    "xlm": "it has no fast (tokenizers) tokenizer",
+}
+
+
+def supported_type(model_type: str) -> ModelType:
+    """The supported `model_type`, or `UnsupportedModelError` saying why not and what is supported."""
+    found = SUPPORTED.get(model_type)
+    if found is not None:
+        return found
+    why = NOT_YET.get(model_type)
+    listed = ", ".join(SUPPORTED)
+    reason = f": {why}" if why else ""
+    raise UnsupportedModelError(f"model type {model_type!r} is not supported yet{reason}. bertx exports {listed}")
