@@ -233,6 +233,13 @@ def export(
     out.print(str(result.path))
 
 
+class EmbedEngine(str, Enum):
+    """Where `bertx embed` runs: in this process, or on a Ray cluster over Parquet/JSONL files."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
 class DType(str, Enum):
     """Float type of written vectors."""
 
@@ -314,8 +321,24 @@ def embed(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Check the model files' sha256 before loading.")
     ] = True,
+    engine: Annotated[
+        EmbedEngine,
+        typer.Option(
+            help="ray: embed Parquet/JSONL files (--input folder or glob) on a Ray cluster into Parquet shards "
+            "in --output FOLDER, resumable (extra bertx[ray])."
+        ),
+    ] = EmbedEngine.LOCAL,
+    address: Annotated[
+        str | None, typer.Option(help="Ray: the cluster to join ('auto': this machine's) [a local Ray].")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Ray: model copies to run [as the CPUs allow].")] = None,
+    cpus_per_worker: Annotated[int, typer.Option(min=1, help="Ray: CPUs (and threads) per worker.")] = 1,
+    shard_rows: Annotated[
+        int, typer.Option(min=1, help="Ray: rows per output shard, the unit of progress and of resuming.")
+    ] = 10_000,
 ) -> None:
-    """Embed texts given as arguments or read from a file, one vector per text (or per word)."""
+    """Embed texts given as arguments or read from a file, one vector per text (or per word); with --engine ray,
+    a corpus of Parquet or JSONL files on a Ray cluster."""
     from .embedding_files import check_output, write_hidden_states, write_tokens, write_vectors, write_words
     from .inputs import Record, read_records
     from .layers import parse_layers
@@ -323,6 +346,40 @@ def embed(
 
     per_token = words is not None or pooling == "none"
     compact = precision is not VectorPrecision.FLOAT32
+    settings: dict[str, Any] = {
+        "pooling": pooling,
+        "layers": layers,
+        "combine": combine.value,
+        "normalize_embeddings": normalize,
+        "long_texts": long_texts.value,
+        "chunk_overlap": chunk_overlap,
+        "chunk_window": chunk_window,
+        "truncate_dim": truncate_dim,
+        "prompt_name": prompt_name,
+        "prompt": prompt,
+    }
+    if engine is EmbedEngine.RAY:
+        if per_token or hidden_states or compact or texts:
+            raise OptionError(
+                "--engine ray writes sentence vectors of the --input files: no texts as arguments, --words, "
+                "--pooling none, --hidden-states or --precision"
+            )
+        if input is None or output is None:
+            raise OptionError("--engine ray needs --input (a folder, glob or file) and --output FOLDER")
+        ray_job = {
+            "artifact": str(artifact.resolve()),
+            "output": output,
+            "text_column": field,
+            "id_column": id_field or "id",
+            "variant": variant.value,
+            "device": None if device is None else device.value,
+            "dtype": dtype.value,
+            "shard_rows": shard_rows,
+            "batch_size": batch_size,
+            "batch_tokens": batch_tokens or None,
+        }
+        _embed_on_ray(ray_job, settings, input, address, workers, cpus_per_worker)
+        return
     if (compact or truncate_dim is not None) and (per_token or hidden_states):
         raise OptionError("--precision and --truncate-dim apply to sentence vectors, not word/token/hidden states")
     if (prompt_name is not None or prompt is not None) and (per_token or hidden_states):
@@ -367,18 +424,6 @@ def embed(
         tokens = model.encode_tokens(strings, batch_size=batch_size, layers=layer_spec, combine=combine, **chunking)
         write_tokens(output, tokens, records, dtype.value)
         return
-    settings: dict[str, Any] = {
-        "pooling": pooling,
-        "layers": layers,
-        "combine": combine.value,
-        "normalize_embeddings": normalize,
-        "long_texts": long_texts.value,
-        "chunk_overlap": chunk_overlap,
-        "chunk_window": chunk_window,
-        "truncate_dim": truncate_dim,
-        "prompt_name": prompt_name,
-        "prompt": prompt,
-    }
     vectors = _encode(model, strings, settings, batch_size, show=input is not None and len(strings) > batch_size)
     exact, vectors = vectors, vectors.astype(dtype.value, copy=False)
     if output is not None:
@@ -401,6 +446,36 @@ def embed(
         text = record.text if len(record.text) <= 60 else record.text[:57] + "…"
         table.add_row(record.id, text, f"{np.linalg.norm(vector):.4f}", preview)
     out.print(table)
+
+
+def _embed_on_ray(
+    job: dict[str, Any], settings: dict[str, Any], inputs: str, address: str | None, workers: int | None, cpus: int
+) -> None:
+    """`bertx embed --engine ray`: the corpus job, with progress on standard error."""
+    import logging
+
+    try:
+        from .distributed import CorpusJob, embed_corpus
+    except ImportError as exc:
+        if isinstance(exc, BertxError):
+            raise
+        raise MissingDependencyError(f"the Ray engine cannot be imported ({exc}): pip install 'bertx[ray]'") from exc
+
+    options = {key: value for key, value in settings.items() if value is not None}
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    result = embed_corpus(
+        CorpusJob(options=options, **job),
+        inputs,
+        address=address,
+        workers=workers,
+        cpus_per_worker=cpus,
+        progress=lambda message: err.print(message, highlight=False),
+    )
+    err.print(
+        f"{result.shards} shards in {result.output}: {result.embedded} embedded now ({result.rows} texts, "
+        f"{result.texts_per_s:.1f} texts/s), {result.skipped} done before",
+        highlight=False,
+    )
 
 
 def _write_compact(

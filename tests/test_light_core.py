@@ -21,6 +21,8 @@ HEAVY = (
     "starlette",
     "uvicorn",
     "prometheus_client",
+    "ray",
+    "pyarrow",
 )
 CHECK = "import sys; print(sorted(m for m in {heavy} if m in sys.modules))"
 

@@ -1,0 +1,200 @@
+"""A corpus cut into shards: planned once from the input files, read by row range, written atomically.
+
+A shard is a fixed range of one input file (rows of a Parquet file, byte range of a JSONL file). Its
+output, `part-NNNNN.parquet`, is written to a temporary name and renamed into place only when complete,
+so a part file that exists is a finished shard and a job run again skips it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bertx.embedding_files import atomic_write
+from bertx.errors import InputFileError
+
+FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+PART = "part-{:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows `start` … `stop` of a Parquet file, or bytes `start` … `stop` (whole lines) of a JSONL file."""
+
+    index: int
+    file: str
+    format: str
+    start: int
+    stop: int
+    rows: int
+
+    @property
+    def part(self) -> str:
+        return PART.format(self.index)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An input file as it was when the job was planned (a changed file makes the plan stale)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def input_files(spec: str | Sequence[str]) -> list[Path]:
+    """The Parquet and JSONL files a folder, glob or list names, sorted.
+
+    Raises:
+        InputFileError: nothing matched, or a file has another format.
+    """
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    found: list[Path] = []
+    for item in specs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in FORMATS and p.is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            found += sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+    if not found:
+        raise InputFileError(f"no input files in {', '.join(map(str, specs))}: give a folder, a glob or files")
+    others = [p for p in found if p.suffix.lower() not in FORMATS]
+    if others:
+        raise InputFileError(f"{others[0]} is neither .parquet nor .jsonl; the cluster engine reads those two")
+    return sorted(dict.fromkeys(p.resolve() for p in found))
+
+
+def describe(files: Sequence[Path]) -> list[InputFile]:
+    return [InputFile(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def plan(files: Sequence[Path], shard_rows: int, text_column: str, id_column: str) -> list[Shard]:
+    """Cut the input files into shards of at most `shard_rows` rows (a shard never spans two files).
+
+    Raises:
+        InputFileError: a file cannot be read, or lacks the text or id column.
+    """
+    shards: list[Shard] = []
+    for path in files:
+        kind = FORMATS[path.suffix.lower()]
+        ranges = _parquet_ranges(path, shard_rows, text_column, id_column) if kind == "parquet" else None
+        if ranges is None:
+            ranges = _jsonl_ranges(path, shard_rows)
+        for start, stop, rows in ranges:
+            shards.append(Shard(len(shards), str(path), kind, start, stop, rows))
+    return shards
+
+
+def _parquet_ranges(path: Path, shard_rows: int, text_column: str, id_column: str) -> list[tuple[int, int, int]]:
+    try:
+        meta = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputFileError(f"cannot read {path} as Parquet: {exc}") from exc
+    names = meta.schema_arrow.names
+    for wanted in (text_column, id_column):
+        if wanted not in names:
+            raise InputFileError(f"{path} has no column {wanted!r} (columns: {', '.join(names)})")
+    total = meta.metadata.num_rows
+    return [
+        (start, min(start + shard_rows, total), min(shard_rows, total - start)) for start in range(0, total, shard_rows)
+    ]
+
+
+def _jsonl_ranges(path: Path, shard_rows: int) -> list[tuple[int, int, int]]:
+    """Byte ranges of whole lines holding `shard_rows` non-blank lines each."""
+    ranges: list[tuple[int, int, int]] = []
+    start = offset = rows = 0
+    try:
+        with path.open("rb") as handle:
+            for line in handle:
+                offset += len(line)
+                if line.strip():
+                    rows += 1
+                    if rows == shard_rows:
+                        ranges.append((start, offset, rows))
+                        start, rows = offset, 0
+    except OSError as exc:
+        raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if rows:
+        ranges.append((start, offset, rows))
+    return ranges
+
+
+def read(shard: Shard, text_column: str, id_column: str) -> tuple[pa.Array, list[str]]:
+    """A shard's ids (their Arrow type as stored) and texts.
+
+    Raises:
+        InputFileError: a row lacks a string text or an id; the message names the file and row.
+    """
+    if shard.format == "parquet":
+        table = _parquet_rows(Path(shard.file), shard.start, shard.stop, [id_column, text_column])
+        ids, texts = table.column(id_column).combine_chunks(), table.column(text_column).to_pylist()
+        first = shard.start
+    else:
+        items = _jsonl_rows(Path(shard.file), shard.start, shard.stop)
+        first = 0
+        for number, item in items:
+            if not isinstance(item, dict) or id_column not in item:
+                raise InputFileError(f"{shard.file}, line {number}: expected an object with an {id_column!r} field")
+        try:
+            ids = pa.array([item[id_column] for _, item in items])
+        except (pa.ArrowException, TypeError) as exc:
+            raise InputFileError(f"{shard.file}: the {id_column!r} values are of mixed types ({exc})") from exc
+        texts = [item.get(text_column) for _, item in items]
+    for row, (key, text) in enumerate(zip(ids.to_pylist(), texts)):
+        if not isinstance(text, str) or key is None:
+            where = f"row {first + row}" if shard.format == "parquet" else f"line {items[row][0]}"
+            raise InputFileError(f"{shard.file}, {where}: needs a string {text_column!r} and an {id_column!r}")
+    return ids, texts
+
+
+def _parquet_rows(path: Path, start: int, stop: int, columns: list[str]) -> pa.Table:
+    """Rows start … stop, reading only the row groups that hold them."""
+    handle = pq.ParquetFile(path)
+    groups, first, offset = [], None, 0
+    for group in range(handle.metadata.num_row_groups):
+        count = handle.metadata.row_group(group).num_rows
+        if offset < stop and offset + count > start:
+            groups.append(group)
+            first = offset if first is None else first
+        offset += count
+    table = handle.read_row_groups(groups, columns=columns)
+    return table.slice(start - (first or 0), stop - start)
+
+
+def _jsonl_rows(path: Path, start: int, stop: int) -> list[tuple[int, Any]]:
+    with path.open("rb") as handle:
+        handle.seek(start)
+        raw = handle.read(stop - start)
+    items = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append((number, json.loads(line)))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputFileError(f"{path}, line {number} of the bytes {start}…{stop}: not valid JSON ({exc})") from exc
+    return items
+
+
+def write(path: Path, ids: pa.Array, vectors: np.ndarray, meta: dict[str, Any]) -> None:
+    """Write one shard's ids and vectors, with the job's settings in the file metadata, atomically."""
+    flat = pa.array(vectors.reshape(-1))
+    table = pa.table({"id": ids, "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+    table = table.replace_schema_metadata({"bertx": json.dumps(meta)})
+    with atomic_write(path, binary=True) as out:
+        pq.write_table(table, out)
+
+
+def as_dict(shard: Shard) -> dict[str, Any]:
+    return asdict(shard)

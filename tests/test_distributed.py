@@ -1,0 +1,242 @@
+"""`bertx embed --engine ray` on a local two-node Ray cluster made here: vectors equal to single-process
+`bertx embed`, a worker killed mid-run, an interrupted job resumed, and refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+ray = pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+CORPUS = Path(__file__).parent.parent / "bench" / "data" / "corpus.txt"
+
+
+def real_texts() -> list[str]:
+    """The bench corpus's lines and the sentences in them: a few thousand real texts of mixed lengths."""
+    lines = [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    sentences = [s.strip() for line in lines for s in re.split(r"(?<=[.!?])\s+", line) if len(s.strip()) > 3]
+    return lines + sentences
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A head node and a worker node, one CPU each, as Ray's own test utilities make them."""
+    from ray.cluster_utils import Cluster
+
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    made.add_node(num_cpus=1)
+    made.wait_for_nodes()
+    ray.init(address=made.address, log_to_driver=False)
+    try:
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        yield str(made.address)
+    finally:
+        ray.shutdown()
+        made.shutdown()
+
+
+def write_corpus(folder: Path, texts: list[str]) -> Path:
+    """Half the texts as JSONL (string ids), half as Parquet in several row groups (integer ids)."""
+    folder.mkdir()
+    half = len(texts) // 2
+    with (folder / "a.jsonl").open("w", encoding="utf-8") as out:
+        for i, text in enumerate(texts[:half]):
+            out.write(json.dumps({"id": f"a-{i}", "text": text}, ensure_ascii=False) + "\n")
+            if i % 97 == 0:
+                out.write("\n")  # blank lines are not rows
+    ids = list(range(half, len(texts)))
+    pq.write_table(pa.table({"id": ids, "text": texts[half:]}), folder / "b.parquet", row_group_size=128)
+    return folder
+
+
+def single_process(artifact: Path, texts: list[str], tmp: Path, *options: str) -> dict[Any, np.ndarray]:
+    """Vectors from plain `bertx embed` (one process), keyed by the ids the corpus files give."""
+    half = len(texts) // 2
+    lines = [{"id": f"a-{i}", "text": t} for i, t in enumerate(texts[:half])]
+    lines += [{"id": str(half + i), "text": t} for i, t in enumerate(texts[half:])]
+    source = tmp / "single.jsonl"
+    source.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    result = run_cli(
+        "embed", str(artifact), "-i", str(source), "--id-field", "id", "-o", str(tmp / "single.parquet"), *options
+    )
+    assert result.returncode == 0, result.stderr
+    table = pq.read_table(tmp / "single.parquet")
+    return dict(zip(table.column("id").to_pylist(), np.array(table.column("embedding").to_pylist(), dtype=np.float32)))
+
+
+def read_parts(out: Path) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    ids: list[str] = []
+    vectors = []
+    metas = []
+    for part in sorted(out.glob("part-*.parquet")):
+        table = pq.read_table(part)
+        ids += [str(x) for x in table.column("id").to_pylist()]
+        vectors.append(np.array(table.column("embedding").to_pylist(), dtype=np.float32))
+        metas.append(json.loads(table.schema.metadata[b"bertx"]))
+    return ids, np.concatenate(vectors), metas
+
+
+def check_exact(out: Path, expected: dict[Any, np.ndarray], tolerance: float = 1e-6) -> None:
+    ids, vectors, _ = read_parts(out)
+    assert len(ids) == len(set(ids)) == len(expected), "a text was lost or written twice"
+    want = np.stack([expected[i] for i in ids])
+    assert np.abs(vectors - want).max() <= tolerance
+
+
+def ray_embed(artifact: Path, inputs: Path, out: Path, address: str, *options: str) -> list[str]:
+    return [
+        sys.executable, "-m", "bertx.cli", "embed", str(artifact), "-i", str(inputs), "-o", str(out),
+        "--engine", "ray", "--address", address, "--workers", "2", *options,
+    ]  # fmt: skip
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    return subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_a_corpus_on_two_nodes_equals_single_process_embed(cluster: str, tiny_artifact: Path, tmp_path: Path) -> None:
+    texts = real_texts()
+    assert len(texts) > 3000
+    inputs = write_corpus(tmp_path / "in", texts)
+    expected = single_process(tiny_artifact, texts, tmp_path, "--layers", "last4", "--pooling", "max")
+    out = tmp_path / "out"
+    result = run(
+        ray_embed(tiny_artifact, inputs, out, cluster, "--shard-rows", "400", "--layers", "last4", "--pooling", "max")
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"(\d+) shards in .*: \1 embedded now \(\d+ texts", result.stderr), result.stderr
+    check_exact(out, expected)
+    _, _, metas = read_parts(out)
+    assert {m["options"]["layers"] for m in metas} == {"last4"} and metas[0]["variant"] == "fp32"
+    assert json.loads((out / "_bertx_done.json").read_text())["rows"] == len(texts)
+
+    again = run(
+        ray_embed(tiny_artifact, inputs, out, cluster, "--shard-rows", "400", "--layers", "last4", "--pooling", "max")
+    )
+    assert again.returncode == 0 and ": 0 embedded now" in again.stderr, again.stderr
+    other = run(ray_embed(tiny_artifact, inputs, out, cluster, "--shard-rows", "400"))
+    assert other.returncode == 2 and "holds a job with other settings" in other.stderr, other.stderr
+
+
+def _workers() -> list[int]:
+    """Process ids of the cluster's model actors (Ray names their processes after the actor class)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ShardEmbedder" in command and b"MapWorker" in command:
+                found.append(int(entry.name))
+    return found
+
+
+def _start_and_wait_for_parts(args: list[str], out: Path, parts: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    job = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 180
+    while len(list(out.glob("part-*.parquet"))) < parts:
+        assert job.poll() is None, job.communicate()[1]
+        assert time.monotonic() < deadline, "no shard was written in time"
+        time.sleep(0.05)
+    return job
+
+
+@pytest.fixture(scope="module")
+def minilm_corpus(
+    minilm_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[Any, np.ndarray]]:
+    """Enough real MiniLM work (several seconds) that a job can be disturbed while it runs."""
+    tmp = tmp_path_factory.mktemp("minilm-corpus")
+    texts = real_texts()[:900]
+    return write_corpus(tmp / "in", texts), single_process(minilm_artifact, texts, tmp)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_and_no_text_is_lost_or_doubled(
+    cluster: str, minilm_artifact: Path, minilm_corpus: tuple[Path, dict[Any, np.ndarray]], tmp_path: Path
+) -> None:
+    inputs, expected = minilm_corpus
+    out = tmp_path / "out"
+    job = _start_and_wait_for_parts(ray_embed(minilm_artifact, inputs, out, cluster, "--shard-rows", "30"), out, 1)
+    victims = _workers()
+    assert victims, "no model actor process found"
+    os.kill(victims[0], signal.SIGKILL)
+    killed_at = time.time()
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode == 0, stderr
+    assert any(part.stat().st_mtime > killed_at for part in out.glob("part-*.parquet")), "the job ended before the kill"
+    check_exact(out, expected, 1e-5)
+
+
+@pytest.mark.slow
+def test_an_interrupted_job_resumes_with_only_the_missing_shards(
+    cluster: str, minilm_artifact: Path, minilm_corpus: tuple[Path, dict[Any, np.ndarray]], tmp_path: Path
+) -> None:
+    inputs, expected = minilm_corpus
+    out = tmp_path / "out"
+    args = ray_embed(minilm_artifact, inputs, out, cluster, "--shard-rows", "30")
+    job = _start_and_wait_for_parts(args, out, 3)
+    job.send_signal(signal.SIGINT)
+    job.communicate(timeout=120)
+    assert job.returncode != 0
+    total = len(json.loads((out / "_bertx_job.json").read_text())["shards"])
+    done_before = len(list(out.glob("part-*.parquet")))
+    assert 3 <= done_before < total and not (out / "_bertx_done.json").exists()
+
+    resumed = run(args)
+    assert resumed.returncode == 0, resumed.stderr
+    skipped = int(re.search(r"(\d+) of \d+ shards already done", resumed.stderr).group(1))  # type: ignore[union-attr]
+    assert skipped >= done_before
+    assert f": {total - skipped} embedded now" in resumed.stderr  # nothing finished is embedded again
+    assert not list(out.glob(".part-*.tmp"))
+    check_exact(out, expected, 1e-5)
+
+
+def test_bad_corpora_are_refused_in_one_line(tiny_artifact: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"key": [1, 2], "text": ["a", "b"]}), folder / "x.parquet")
+    args = ["embed", str(tiny_artifact), "-i", str(folder), "-o", str(tmp_path / "out"), "--engine", "ray"]
+    missing = run_cli(*args)
+    assert missing.returncode == 2 and "has no column 'id'" in missing.stderr and "Traceback" not in missing.stderr
+    nothing = run_cli(
+        "embed", str(tiny_artifact), "-i", str(tmp_path / "none*"), "-o", str(tmp_path / "o"), "--engine", "ray"
+    )
+    assert nothing.returncode == 2 and "no input files" in nothing.stderr
+    words = run_cli(*args, "--words", "mean")
+    assert words.returncode == 2 and "--engine ray writes sentence vectors" in words.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    full = run_cli(
+        "embed",
+        str(tiny_artifact),
+        "-i",
+        str(folder),
+        "-o",
+        str(tmp_path / "full"),
+        "--engine",
+        "ray",
+        "--id-field",
+        "key",
+    )
+    assert full.returncode == 2 and "not empty and holds no bertx job" in full.stderr
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
