@@ -108,7 +108,7 @@ def main() -> None:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     base = statistics.median(next(iter(seconds.values())))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, runs in seconds.items():
         median = statistics.median(runs)
         rows.append(
@@ -129,8 +129,8 @@ def main() -> None:
     )
     print("| engine | texts/s (median) | × single process | runs (s) |\n|---|---:|---:|---|")
     for row in rows:
-        runs = ", ".join(map(str, row["seconds"]))
-        print(f"| {row['engine']} | {row['texts_per_s']} | {row['vs_single']:.2f} | {runs} |")
+        listed = ", ".join(str(s) for s in row["seconds"])
+        print(f"| {row['engine']} | {row['texts_per_s']} | {row['vs_single']:.2f} | {listed} |")
     if args.out:
         record = {
             "texts": len(corpus),

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 import bertx
+from bertx import errors
 from bertx.batching import DEFAULT_BATCH_TOKENS
 from bertx.embedding_files import atomic_write
 from bertx.errors import BertxError, InputFileError, OptionError
@@ -126,19 +127,27 @@ class ShardEmbedder:
         self.options = encode_options(self.job.options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        done: dict[str, list[Any]] = {"index": [], "rows": [], "seconds": []}
+        done: dict[str, list[Any]] = {"index": [], "rows": [], "seconds": [], "error": [], "error_type": []}
         for spec in batch["shard"]:
             shard = Shard(**json.loads(str(spec)))
             started = time.perf_counter()
             target = Path(self.job.output) / shard.part
-            if not target.exists():  # a retried task whose shard another attempt finished
-                ids, texts = shards.read(shard, self.job.text_column, self.job.id_column)
-                vectors = self.model.encode(texts, batch_size=self.job.batch_size, **self.options)
-                meta = {**self.meta, "shard": shards.as_dict(shard)}
-                shards.write(target, ids, np.asarray(vectors).astype(self.job.dtype, copy=False), meta)
+            error = kind = ""
+            try:
+                if not target.exists():  # a retried task whose shard another attempt finished
+                    ids, texts = shards.read(shard, self.job.text_column, self.job.id_column)
+                    vectors = self.model.encode(texts, batch_size=self.job.batch_size, **self.options)
+                    meta = {**self.meta, "shard": shards.as_dict(shard)}
+                    shards.write(target, ids, np.asarray(vectors).astype(self.job.dtype, copy=False), meta)
+            except BertxError as exc:
+                # The data's fault (a row without text, an unreadable file): retrying will not help, and the
+                # driver says it in bertx's words rather than as a Ray traceback.
+                error, kind = str(exc), type(exc).__name__
             done["index"].append(shard.index)
             done["rows"].append(shard.rows)
             done["seconds"].append(time.perf_counter() - started)
+            done["error"].append(error)
+            done["error_type"].append(kind)
         return done
 
 
@@ -203,13 +212,12 @@ def embed_corpus(
             num_cpus=cpus_per_worker,
         )
         finished = skipped
-        try:
-            for row in results.iter_rows():
-                finished += 1
-                rows += int(row["rows"])
-                progress(f"shard {int(row['index']):>5} done ({int(row['rows'])} rows)  {finished}/{len(planned)}")
-        except Exception as exc:  # Ray wraps a worker's exception in its own types: surface bertx's own
-            raise _bertx_cause(exc) or exc from None
+        for row in results.iter_rows():
+            if row["error"]:
+                raise getattr(errors, str(row["error_type"]), BertxError)(str(row["error"]))
+            finished += 1
+            rows += int(row["rows"])
+            progress(f"shard {int(row['index']):>5} done ({int(row['rows'])} rows)  {finished}/{len(planned)}")
     seconds = time.perf_counter() - started
     missing = [s.part for s in planned if not (out / s.part).exists()]
     if missing:
@@ -268,22 +276,6 @@ def _remove_partials(out: Path) -> None:
     """Temporary files of shards that were being written when an earlier run stopped."""
     for stale in out.glob(".part-*.tmp"):
         stale.unlink(missing_ok=True)
-
-
-def _bertx_cause(exc: BaseException) -> BaseException | None:
-    """The BertxError (a bad row, an unreadable file) behind a Ray task failure, if that is what it was."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, BertxError):
-            return current
-        cause = getattr(current, "cause", None)
-        todo += [current.__cause__, current.__context__, cause if isinstance(cause, BaseException) else None]
-    return None
 
 
 def _plain(value: Any) -> Any:

@@ -240,3 +240,15 @@ def test_bad_corpora_are_refused_in_one_line(tiny_artifact: Path, tmp_path: Path
     )
     assert full.returncode == 2 and "not empty and holds no bertx job" in full.stderr
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_a_bad_row_stops_the_job_with_bertx_error_naming_it(cluster: str, tiny_artifact: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = [{"id": i, "text": f"text number {i}"} for i in range(50)]
+    rows[37] = {"id": 37, "body": "no text field"}
+    (folder / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = run(ray_embed(tiny_artifact, folder, tmp_path / "out", cluster, "--shard-rows", "20"))
+    assert result.returncode == 2, result.stderr
+    assert "line 18" in result.stderr and "needs a string 'text'" in result.stderr and "Traceback" not in result.stderr
