@@ -23,13 +23,14 @@ import bertx
 from bertx import errors
 from bertx.batching import DEFAULT_BATCH_TOKENS
 from bertx.embedding_files import atomic_write
-from bertx.errors import BertxError, InputFileError, OptionError
+from bertx.errors import BertxError, InputFileError, OptionError, ProviderError
 from bertx.manifest import Manifest
 
 from . import shards
 from .shards import Shard
 
 JOB_FILE = "_bertx_job.json"
+GPU_DEVICES = ("cuda", "tensorrt")
 DONE_FILE = "_bertx_done.json"
 # Options of `Model.encode` a job may set; the rest of encode's keywords are the job's own business.
 ENCODE_OPTIONS = (
@@ -158,6 +159,7 @@ def embed_corpus(
     workers: int | None = None,
     cpus_per_worker: int = 1,
     progress: Callable[[str], None] = lambda message: None,
+    gpus_per_worker: float | None = None,
 ) -> JobResult:
     """Embed every row of `inputs` (Parquet or JSONL files, a folder or a glob) into Parquet shards on Ray.
 
@@ -168,6 +170,7 @@ def embed_corpus(
             started with the CPUs this process may use, unless Ray is already initialized.
         workers: Actors (model copies) to run; default: as many as the cluster's CPUs allow.
         cpus_per_worker: CPUs each actor reserves, and its onnxruntime threads.
+        gpus_per_worker: GPUs each actor reserves; default 1 for device cuda or tensorrt, else none.
 
     Returns:
         A `JobResult` (shards finished before and now, rows embedded, seconds).
@@ -175,10 +178,21 @@ def embed_corpus(
     Raises:
         InputFileError: unreadable inputs, a row without a text or id, an output folder holding another job.
         MissingDependencyError: Ray is not installed (extra `bertx[ray]`).
+        ProviderError: a GPU device is asked for and the cluster has no GPUs.
     """
     import ray
 
     _check(job, cpus_per_worker, workers)
+    gpus = (1.0 if job.device in GPU_DEVICES else 0.0) if gpus_per_worker is None else gpus_per_worker
+    if gpus < 0:
+        raise OptionError(f"gpus_per_worker must be 0 or more, got {gpus_per_worker}")
+    if gpus:
+        _start(ray, address)  # the cluster's GPUs are known only once joined: check before planning
+        if ray.cluster_resources().get("GPU", 0) < gpus:
+            raise ProviderError(
+                f"device {job.device or 'cpu'} asks for {gpus:g} GPU per worker and the Ray cluster has "
+                f"{ray.cluster_resources().get('GPU', 0):g}; join a cluster with GPUs (--address) or use the CPU"
+            )
     out = Path(job.output)
     files = shards.input_files(inputs)
     planned = _load_or_plan(job, files, out, progress)
@@ -190,17 +204,14 @@ def embed_corpus(
     started = time.perf_counter()
     rows = 0
     if todo:
-        if not ray.is_initialized():
-            ray.init(
-                address=address,
-                num_cpus=None if address else _usable_cpus(),
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        pool = max(1, min(workers or cpus // cpus_per_worker, len(todo)))
-        progress(f"embedding {len(todo)} shards with {pool} workers × {cpus_per_worker} CPU")
+        _start(ray, address)
+        resources = ray.cluster_resources()
+        fits = int(resources.get("CPU", 1)) // cpus_per_worker
+        if gpus:
+            fits = min(fits, int(resources.get("GPU", 0) // gpus))
+        pool = max(1, min(workers or fits, len(todo)))
+        each = f"{cpus_per_worker} CPU" + (f" + {gpus:g} GPU" if gpus else "")
+        progress(f"embedding {len(todo)} shards with {pool} workers × {each}")
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         items = [{"shard": json.dumps(shards.as_dict(s))} for s in todo]
@@ -210,6 +221,7 @@ def embed_corpus(
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=pool),
             num_cpus=cpus_per_worker,
+            num_gpus=gpus or None,
         )
         finished = skipped
         for row in results.iter_rows():
@@ -226,6 +238,18 @@ def embed_corpus(
     with atomic_write(out / DONE_FILE, binary=False) as handle:
         json.dump(record, handle, indent=2)
     return JobResult(out, len(planned), skipped, len(todo), rows, seconds)
+
+
+def _start(ray: Any, address: str | None) -> None:
+    """Join `address`, or start a local Ray with the CPUs this process may use, unless Ray runs already."""
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            num_cpus=None if address else _usable_cpus(),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
 
 
 def _check(job: CorpusJob, cpus_per_worker: int, workers: int | None) -> None:

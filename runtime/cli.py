@@ -333,6 +333,9 @@ def embed(
     ] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Ray: model copies to run [as the CPUs allow].")] = None,
     cpus_per_worker: Annotated[int, typer.Option(min=1, help="Ray: CPUs (and threads) per worker.")] = 1,
+    gpus_per_worker: Annotated[
+        float | None, typer.Option(min=0, help="Ray: GPUs per worker [1 with --device cuda or tensorrt, else 0].")
+    ] = None,
     shard_rows: Annotated[
         int, typer.Option(min=1, help="Ray: rows per output shard, the unit of progress and of resuming.")
     ] = 10_000,
@@ -378,7 +381,7 @@ def embed(
             "batch_size": batch_size,
             "batch_tokens": batch_tokens or None,
         }
-        _embed_on_ray(ray_job, settings, input, address, workers, cpus_per_worker)
+        _embed_on_ray(ray_job, settings, input, address, workers, (cpus_per_worker, gpus_per_worker))
         return
     if (compact or truncate_dim is not None) and (per_token or hidden_states):
         raise OptionError("--precision and --truncate-dim apply to sentence vectors, not word/token/hidden states")
@@ -449,7 +452,12 @@ def embed(
 
 
 def _embed_on_ray(
-    job: dict[str, Any], settings: dict[str, Any], inputs: str, address: str | None, workers: int | None, cpus: int
+    job: dict[str, Any],
+    settings: dict[str, Any],
+    inputs: str,
+    address: str | None,
+    workers: int | None,
+    resources: tuple[int, float | None],
 ) -> None:
     """`bertx embed --engine ray`: the corpus job, with progress on standard error."""
     import logging
@@ -468,7 +476,8 @@ def _embed_on_ray(
         inputs,
         address=address,
         workers=workers,
-        cpus_per_worker=cpus,
+        cpus_per_worker=resources[0],
+        gpus_per_worker=resources[1],
         progress=lambda message: err.print(message, highlight=False),
     )
     err.print(

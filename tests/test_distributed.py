@@ -252,3 +252,16 @@ def test_a_bad_row_stops_the_job_with_bertx_error_naming_it(cluster: str, tiny_a
     result = run(ray_embed(tiny_artifact, folder, tmp_path / "out", cluster, "--shard-rows", "20"))
     assert result.returncode == 2, result.stderr
     assert "line 18" in result.stderr and "needs a string 'text'" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_gpu_device_on_a_cluster_without_gpus_is_refused_before_planning(
+    cluster: str, tiny_artifact: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "x.jsonl").write_text(json.dumps({"id": 1, "text": "a text"}) + "\n", encoding="utf-8")
+    result = run(ray_embed(tiny_artifact, folder, tmp_path / "out", cluster, "--device", "cuda"))
+    assert result.returncode == 2, result.stderr
+    assert "asks for 1 GPU per worker and the Ray cluster has 0" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
