@@ -26,34 +26,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 import bertx
 from bertx.cpu import cpu_budget, cpu_info
+from bertx.embedding_files import write_parquet
 
 CORPUS = Path(__file__).parent / "data" / "corpus.txt"
 
 
-def texts() -> list[str]:
+def corpus_texts() -> list[str]:
+    """The corpus's lines and the sentences in them: a few thousand real texts of mixed lengths."""
     lines = [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
     sentences = [s.strip() for line in lines for s in re.split(r"(?<=[.!?])\s+", line) if len(s.strip()) > 3]
     return lines + sentences
 
 
 def single_process(artifact: str, source: Path, out: Path, threads: int) -> float:
+    """The same job in one process: read the JSONL, load, embed, write one Parquet file of ids and vectors."""
     started = time.perf_counter()
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
     model = bertx.Model.from_pretrained(artifact, threads=threads)
-    vectors = model.encode([row["text"] for row in rows])
-    flat = pa.array(np.asarray(vectors).reshape(-1))
-    table = pa.table(
-        {
-            "id": [row["id"] for row in rows],
-            "embedding": pa.FixedSizeListArray.from_arrays(flat, np.asarray(vectors).shape[1]),
-        }
-    )
-    pq.write_table(table, out)
+    vectors = np.asarray(model.encode([row["text"] for row in rows]))
+    write_parquet(out, {"id": [row["id"] for row in rows]}, vectors, {"artifact": artifact})
     return time.perf_counter() - started
 
 
@@ -85,7 +79,7 @@ def main() -> None:
     import ray
 
     logging.getLogger("ray").setLevel(logging.WARNING)
-    corpus = texts() * args.copies
+    corpus = corpus_texts() * args.copies
     cpus = cpu_budget().usable
     work = Path(tempfile.mkdtemp(prefix="bertx-ray-bench-"))
     source = work / "corpus.jsonl"

@@ -25,6 +25,7 @@ from bertx.batching import DEFAULT_BATCH_TOKENS
 from bertx.embedding_files import atomic_write
 from bertx.errors import BertxError, InputFileError, OptionError, ProviderError
 from bertx.manifest import Manifest
+from bertx.options import SENTENCE_OPTIONS
 
 from . import shards
 from .shards import Shard
@@ -32,21 +33,6 @@ from .shards import Shard
 JOB_FILE = "_bertx_job.json"
 GPU_DEVICES = ("cuda", "tensorrt")
 DONE_FILE = "_bertx_done.json"
-# Options of `Model.encode` a job may set; the rest of encode's keywords are the job's own business.
-ENCODE_OPTIONS = (
-    "pooling",
-    "layers",
-    "combine",
-    "layer_weights",
-    "pool_before_combine",
-    "normalize_embeddings",
-    "long_texts",
-    "chunk_overlap",
-    "chunk_window",
-    "truncate_dim",
-    "prompt_name",
-    "prompt",
-)
 
 
 @dataclass(frozen=True)
@@ -103,9 +89,9 @@ def encode_options(options: dict[str, Any]) -> dict[str, Any]:
     """`Model.encode` keywords from a job's JSON options: layers may be given as the command line writes them."""
     from bertx.layers import parse_layers
 
-    unknown = sorted(set(options) - set(ENCODE_OPTIONS))
+    unknown = sorted(set(options) - set(SENTENCE_OPTIONS))
     if unknown:
-        raise OptionError(f"unknown encode options {unknown}: a job takes {', '.join(ENCODE_OPTIONS)}")
+        raise OptionError(f"unknown encode options {unknown}: a job takes {', '.join(SENTENCE_OPTIONS)}")
     if options.get("pooling") == "none":
         raise OptionError("a corpus job writes sentence vectors: pooling='none' (token vectors) is not one")
     layers = options.get("layers")
@@ -138,7 +124,7 @@ class ShardEmbedder:
                 if not target.exists():  # a retried task whose shard another attempt finished
                     ids, texts = shards.read(shard, self.job.text_column, self.job.id_column)
                     vectors = self.model.encode(texts, batch_size=self.job.batch_size, **self.options)
-                    meta = {**self.meta, "shard": shards.as_dict(shard)}
+                    meta = {**self.meta, "shard": asdict(shard)}
                     shards.write(target, ids, np.asarray(vectors).astype(self.job.dtype, copy=False), meta)
             except BertxError as exc:
                 # The data's fault (a row without text, an unreadable file): retrying will not help, and the
@@ -214,7 +200,7 @@ def embed_corpus(
         progress(f"embedding {len(todo)} shards with {pool} workers × {each}")
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
-        items = [{"shard": json.dumps(shards.as_dict(s))} for s in todo]
+        items = [{"shard": json.dumps(asdict(s))} for s in todo]
         results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             ShardEmbedder,
             fn_constructor_kwargs={"job": asdict(job), "threads": cpus_per_worker},
@@ -290,7 +276,7 @@ def _load_or_plan(job: CorpusJob, files: list[Path], out: Path, progress: Callab
     planned = shards.plan(files, job.shard_rows, job.text_column, job.id_column)
     if not planned:
         raise InputFileError("the input files hold no rows")
-    record = {"settings": _plain(job.settings()), "inputs": described, "shards": [shards.as_dict(s) for s in planned]}
+    record = {"settings": _plain(job.settings()), "inputs": described, "shards": [asdict(s) for s in planned]}
     with atomic_write(record_file, binary=False) as handle:
         json.dump(record, handle, indent=1)
     return planned

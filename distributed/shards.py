@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bertx.embedding_files import atomic_write
+from bertx.embedding_files import write_parquet
 from bertx.errors import InputFileError
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -189,12 +189,4 @@ def _jsonl_rows(path: Path, start: int, stop: int) -> list[tuple[int, Any]]:
 
 def write(path: Path, ids: pa.Array, vectors: np.ndarray, meta: dict[str, Any]) -> None:
     """Write one shard's ids and vectors, with the job's settings in the file metadata, atomically."""
-    flat = pa.array(vectors.reshape(-1))
-    table = pa.table({"id": ids, "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
-    table = table.replace_schema_metadata({"bertx": json.dumps(meta)})
-    with atomic_write(path, binary=True) as out:
-        pq.write_table(table, out)
-
-
-def as_dict(shard: Shard) -> dict[str, Any]:
-    return asdict(shard)
+    write_parquet(path, {"id": ids}, vectors, meta)

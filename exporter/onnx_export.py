@@ -178,21 +178,14 @@ def _sentence_transformers_defaults(folder: Path, limit: int) -> Defaults:
     modules_file = folder / "modules.json"
     if not modules_file.is_file():
         return Defaults(Pooling.MEAN, False, limit, "bertx default")
-    try:
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UnsupportedModelError(f"cannot read {modules_file}: {exc}") from exc
-    pooling, normalize = Pooling.MEAN, False
-    for module in modules:
-        kind = str(module.get("type", ""))
-        if kind.endswith("Pooling"):
-            pooling = _pooling_mode(folder / str(module.get("path", "")) / "config.json")
-        elif kind.endswith("Normalize"):
-            normalize = True
+    modules = _read_json(modules_file)
+    pooling_config = _pooling_config(folder)
+    pooling = Pooling.MEAN if pooling_config is None else _pooling_mode(pooling_config)
+    normalize = any(str(module.get("type", "")).endswith("Normalize") for module in modules)
     max_len = limit
     st_config = folder / "sentence_bert_config.json"
     if st_config.is_file():
-        value = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
+        value = _read_json(st_config).get("max_seq_length")
         if isinstance(value, int) and value > 0:
             max_len = min(value, limit)
     return Defaults(pooling, normalize, max_len, "sentence-transformers config")
@@ -209,11 +202,8 @@ def _sentence_transformers_prompts(folder: Path) -> Prompts:
     default = config.get("default_prompt_name")
     if not isinstance(named, dict) or not all(isinstance(v, str) for v in named.values()):
         raise UnsupportedModelError(f"{config_file}: prompts must map names to texts, got {named!r}")
-    include = True
-    for module in _read_json(folder / "modules.json") if (folder / "modules.json").is_file() else []:
-        pooling_config = folder / str(module.get("path", "")) / "config.json"
-        if str(module.get("type", "")).endswith("Pooling") and pooling_config.is_file():
-            include = bool(_read_json(pooling_config).get("include_prompt", True))
+    pooling_config = _pooling_config(folder)
+    include = True if pooling_config is None else bool(_read_json(pooling_config).get("include_prompt", True))
     try:
         return Prompts(named, default, include, "sentence-transformers config")
     except ValueError as exc:
@@ -242,6 +232,16 @@ def with_prompts(found: Prompts, added: tuple[tuple[str, str], ...], default_nam
     )
 
 
+def _pooling_config(folder: Path) -> Path | None:
+    """The config file of a sentence-transformers folder's Pooling module, if it has one."""
+    modules_file = folder / "modules.json"
+    for module in _read_json(modules_file) if modules_file.is_file() else []:
+        config = folder / str(module.get("path", "")) / "config.json"
+        if str(module.get("type", "")).endswith("Pooling") and config.is_file():
+            return config
+    return None
+
+
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -250,12 +250,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _pooling_mode(config_file: Path) -> Pooling:
-    if not config_file.is_file():
-        return Pooling.MEAN
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UnsupportedModelError(f"cannot read {config_file}: {exc}") from exc
+    config = _read_json(config_file)
     modes = {
         "pooling_mode_cls_token": Pooling.CLS,
         "pooling_mode_mean_tokens": Pooling.MEAN,

@@ -29,6 +29,7 @@ from .display import int8_search_table, layer_table, parity_table, variants_tabl
 from .errors import ArtifactError, BertxError, InputFileError, MissingDependencyError, OptionError
 from .layers import Combine
 from .manifest import MANIFEST_NAME, Manifest, Precision
+from .options import SENTENCE_OPTIONS
 from .outputs import WordMerge
 from .prompts import parse_prompt
 from .session import Device
@@ -381,7 +382,7 @@ def embed(
             "batch_size": batch_size,
             "batch_tokens": batch_tokens or None,
         }
-        _embed_on_ray(ray_job, settings, input, address, workers, (cpus_per_worker, gpus_per_worker))
+        _embed_on_ray(ray_job, settings, input, address, workers, cpus_per_worker, gpus_per_worker)
         return
     if (compact or truncate_dim is not None) and (per_token or hidden_states):
         raise OptionError("--precision and --truncate-dim apply to sentence vectors, not word/token/hidden states")
@@ -457,7 +458,8 @@ def _embed_on_ray(
     inputs: str,
     address: str | None,
     workers: int | None,
-    resources: tuple[int, float | None],
+    cpus_per_worker: int,
+    gpus_per_worker: float | None,
 ) -> None:
     """`bertx embed --engine ray`: the corpus job, with progress on standard error."""
     import logging
@@ -476,8 +478,8 @@ def _embed_on_ray(
         inputs,
         address=address,
         workers=workers,
-        cpus_per_worker=resources[0],
-        gpus_per_worker=resources[1],
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
         progress=lambda message: err.print(message, highlight=False),
     )
     err.print(
@@ -551,10 +553,9 @@ def search(
     data = read_npz(embeddings)
     source = artifact or Path(str(data.meta.get("artifact", "")))
     model = Model.from_pretrained(source, variant=str(data.meta.get("variant", "fp32")))
-    keys = ("pooling", "layers", "combine", "normalize_embeddings", "long_texts", "chunk_overlap", "chunk_window")
-    settings = {key: data.meta[key] for key in (*keys, "truncate_dim") if data.meta.get(key) is not None}
-    settings.setdefault("layers", None)
-    settings.update(prompt_name=prompt_name, prompt=prompt)
+    # The file's settings, except its prompt: queries get their own (encode_query's, or the one given here).
+    settings = {key: data.meta[key] for key in SENTENCE_OPTIONS if data.meta.get(key) is not None}
+    settings.update(layers=settings.get("layers"), prompt_name=prompt_name, prompt=prompt)
     vectors = _encode(model, list(queries), settings, 32, show=False, query=True)
     width = int(data.meta["dim"]) if "dim" in data.meta else int(data.vectors.shape[1])
     if vectors.shape[1] != width:

@@ -171,18 +171,22 @@ def _jsonl_vectors(out: IO[Any], vectors: np.ndarray, records: Sequence[Record])
 
 
 def _write_parquet(path: str, vectors: np.ndarray, records: Sequence[Record], meta: dict[str, Any]) -> None:
+    columns = {"id": [r.id for r in records], "text": [r.text for r in records]}
+    write_parquet(path, columns, vectors, meta)
+
+
+def write_parquet(
+    path: str | os.PathLike[str], columns: dict[str, Any], vectors: np.ndarray, meta: dict[str, Any]
+) -> None:
+    """Write `columns` and the vectors (an `embedding` column of fixed-size lists) as Parquet, with `meta` as
+    JSON under the file metadata key "bertx", atomically."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise MissingDependencyError("writing .parquet needs pyarrow: pip install pyarrow") from None
-    table = pa.table(
-        {
-            "id": [r.id for r in records],
-            "text": [r.text for r in records],
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
-        }
-    ).replace_schema_metadata({"bertx": json.dumps(meta)})
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    table = pa.table({**columns, "embedding": embedding}).replace_schema_metadata({"bertx": json.dumps(meta)})
     with atomic_write(path, binary=True) as out:
         pq.write_table(table, out)
 

@@ -17,20 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bertx.bench.ray_overhead import corpus_texts
+
 from conftest import run_cli
 
 ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
-
-CORPUS = Path(__file__).parent.parent / "bench" / "data" / "corpus.txt"
-
-
-def real_texts() -> list[str]:
-    """The bench corpus's lines and the sentences in them: a few thousand real texts of mixed lengths."""
-    lines = [line for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
-    sentences = [s.strip() for line in lines for s in re.split(r"(?<=[.!?])\s+", line) if len(s.strip()) > 3]
-    return lines + sentences
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +105,7 @@ def run(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_a_corpus_on_two_nodes_equals_single_process_embed(cluster: str, tiny_artifact: Path, tmp_path: Path) -> None:
-    texts = real_texts()
+    texts = corpus_texts()
     assert len(texts) > 3000
     inputs = write_corpus(tmp_path / "in", texts)
     expected = single_process(tiny_artifact, texts, tmp_path, "--layers", "last4", "--pooling", "max")
@@ -166,7 +159,7 @@ def minilm_corpus(
 ) -> tuple[Path, dict[Any, np.ndarray]]:
     """Enough real MiniLM work (several seconds) that a job can be disturbed while it runs."""
     tmp = tmp_path_factory.mktemp("minilm-corpus")
-    texts = real_texts()[:900]
+    texts = corpus_texts()[:900]
     return write_corpus(tmp / "in", texts), single_process(minilm_artifact, texts, tmp)
 
 
