@@ -1,8 +1,10 @@
 """The measurements behind `bertx bench`: throughput, latency, cold start, peak RSS and accuracy.
 
-Every engine runs the same workloads in the same process and run, so ratios to PyTorch fp32 (and to
-sentence-transformers) compare like with like. Timings are repeated; the median is reported with
-the spread (min-max).
+Every engine runs the same workloads in the same run, so ratios to PyTorch fp32 (and to
+sentence-transformers) compare like with like. Each engine lives in a process of its own, and the
+engines take their timed rounds in turn (round 1 of every engine, then round 2, ...), so a machine
+whose speed drifts over minutes slows every engine alike instead of the ones that happened to run
+late. The median of the rounds is reported with the spread (min-max).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from bertx.pooling import cosine_rows
 from bertx.tokenization import TextEncoder
 
 from .engines import PYTORCH, ST_TORCH, Engine, Skipped, engine_names, load_engine
-from .process import cold_start, measure_isolated, peak_rss
+from .process import cold_start, measure_interleaved, peak_rss
 
 FIXED_LENGTHS = (16, 128, 512)
 DEFAULTS = 0  # the batch size recorded for a run with the engine's own default settings
@@ -65,8 +67,8 @@ class Settings:
     threads: int = 2
     engines: tuple[str, ...] | None = None
     process_checks: bool = True
-    # Each engine measured in a fresh process of its own, so that no engine's thread pools, allocator
-    # state or imports (torch, OpenVINO) slow down the next one.
+    # Each engine in a fresh process of its own, so that no engine's thread pools, allocator state or
+    # imports (torch, OpenVINO) slow down another; the processes take their timed rounds in turn.
     isolated: bool = True
 
 
@@ -143,11 +145,12 @@ def _run(artifact: Path, settings: Settings, progress: Callable[[str], None]) ->
     facts: list[EngineFacts] = []
     skipped: list[Skipped] = []
     reference: np.ndarray | None = None
+    interleaved = measure_interleaved(names, artifact, settings, workloads, progress) if settings.isolated else {}
     for name in names:
-        progress(f"{name}: {'in its own process' if settings.isolated else 'loading'}")
         if settings.isolated:
-            measured = measure_isolated(name, artifact, settings, workloads)
+            measured = interleaved[name]
         else:
+            progress(f"{name}: loading")
             engine = load_engine(name, artifact, settings.threads)
             measured = engine if isinstance(engine, Skipped) else measure(engine, workloads, settings, progress)
             del engine
@@ -191,22 +194,51 @@ def measure(
     settings: Settings,
     progress: Callable[[str], None] = lambda message: None,
 ) -> Measured:
-    """Run one loaded engine through every workload (the corpus first, at batch 32, for its vectors)."""
+    """Run one loaded engine through every workload, `settings.repeats` rounds in a row."""
+    vectors, latency = prepare(engine, workloads, settings)
+    rounds = [one_round(engine, workloads, settings, progress) for _ in range(settings.repeats)]
+    return Measured(engine.size_bytes, vectors, merge_rounds(rounds), latency, dict(engine.details))
+
+
+def prepare(engine: Engine, workloads: dict[str, list[str]], settings: Settings) -> tuple[np.ndarray, dict[str, float]]:
+    """Warm an engine up and take what is measured once: its corpus vectors (at batch 32, for accuracy) and
+    its batch-1 latency."""
     corpus = workloads["corpus"]
     engine.encode(corpus[:8], 8)  # warm-up: first-call allocations and lazy initialisation
-    vectors = engine.encode(corpus, 32)
-    latency = _latency(engine, corpus[: settings.latency_texts])
+    vectors = np.asarray(engine.encode(corpus, 32), dtype=np.float32)
+    return vectors, _latency(engine, corpus[: settings.latency_texts])
+
+
+# One timed pass: workload, batch size (DEFAULTS: the engine's own settings), texts, seconds.
+Timing = tuple[str, int, int, float]
+
+
+def one_round(
+    engine: Engine,
+    workloads: dict[str, list[str]],
+    settings: Settings,
+    progress: Callable[[str], None] = lambda message: None,
+) -> list[Timing]:
+    """Every workload at every batch size once, then the corpus with the engine's defaults."""
     timings = []
     for workload, texts in workloads.items():
         for batch in settings.batch_sizes:
             texts_here = texts[: settings.latency_texts] if batch == 1 and workload == "corpus" else texts
             progress(f"{engine.name}: {workload} at batch {batch}")
-            seconds = [_timed(engine, texts_here, batch) for _ in range(settings.repeats)]
-            timings.append((workload, batch, len(texts_here), seconds))
+            timings.append((workload, batch, len(texts_here), _timed(engine, texts_here, batch)))
     progress(f"{engine.name}: corpus with its default settings")
-    seconds = [_timed(engine, corpus, DEFAULTS) for _ in range(settings.repeats)]
-    timings.append(("corpus", DEFAULTS, len(corpus), seconds))
-    return Measured(engine.size_bytes, np.asarray(vectors, dtype=np.float32), timings, latency, dict(engine.details))
+    corpus = workloads["corpus"]
+    timings.append(("corpus", DEFAULTS, len(corpus), _timed(engine, corpus, DEFAULTS)))
+    return timings
+
+
+def merge_rounds(rounds: Sequence[Sequence[Timing]]) -> list[tuple[str, int, int, list[float]]]:
+    """Rounds of single passes → one entry per workload and batch size with the seconds of every round."""
+    merged: dict[tuple[str, int, int], list[float]] = {}
+    for timings in rounds:
+        for workload, batch, texts, seconds in timings:
+            merged.setdefault((workload, batch, texts), []).append(seconds)
+    return [(workload, batch, texts, seconds) for (workload, batch, texts), seconds in merged.items()]
 
 
 def _timed(engine: Engine, texts: Sequence[str], batch: int) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -175,7 +176,8 @@ def _fastembed(source: Path, folder: Path, name: str, manifest: Manifest, thread
     from fastembed.common.model_description import ModelSource, PoolingType
 
     if not (folder / "model.onnx").is_file():
-        _plain_export(source, folder, manifest)
+        _plain_export(source, folder)
+    limit_length(folder, manifest.defaults.max_seq_length)
     model_id = f"bertx-bench/{name}"
     pooling = PoolingType.CLS if manifest.defaults.pooling is Pooling.CLS else PoolingType.MEAN
     if model_id not in {m["model"] for m in TextEmbedding.list_supported_models()}:
@@ -195,10 +197,19 @@ def _fastembed(source: Path, folder: Path, name: str, manifest: Manifest, thread
     return Engine(FASTEMBED, encode, _onnx_size(folder))
 
 
-def _plain_export(source: Path, folder: Path, manifest: Manifest) -> None:
-    """A single-output (`last_hidden_state`) ONNX of the model with its tokenizer files, as fastembed reads them."""
-    import json
+def limit_length(folder: Path, max_length: int) -> None:
+    """Make fastembed truncate where every other engine does. It takes the smaller of the tokenizer
+    config's `model_max_length` and `max_length`, and the latter is often a leftover training setting
+    (128 for all-MiniLM-L6-v2, whose sentence-transformers limit is 256)."""
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    config.pop("max_length", None)
+    config["model_max_length"] = max_length
+    path.write_text(json.dumps(config), encoding="utf-8")
 
+
+def _plain_export(source: Path, folder: Path) -> None:
+    """A single-output (`last_hidden_state`) ONNX of the model with its tokenizer files, as fastembed reads them."""
     from optimum.exporters.onnx import main_export
 
     from bertx.exporter.onnx_export import quiet
@@ -207,9 +218,5 @@ def _plain_export(source: Path, folder: Path, manifest: Manifest) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     with quiet():
         main_export(str(source), output=scratch, task="feature-extraction", library_name="transformers")
-    config_path = scratch / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
-    config["model_max_length"] = manifest.defaults.max_seq_length
-    config_path.write_text(json.dumps(config), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     scratch.rename(folder)

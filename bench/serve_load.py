@@ -220,7 +220,7 @@ def _infinity(
     infinity optimizes itself when it loads it)."""
     from bertx.manifest import Manifest, Pooling
 
-    from .peers import PEERS_DIR, _plain_export
+    from .peers import PEERS_DIR, _plain_export, limit_length
 
     name = f"infinity-emb {INFINITY_VERSION}"
     executable = infinity_executable()
@@ -235,7 +235,8 @@ def _infinity(
     model = PEERS_DIR / artifact.name / "infinity"
     if not (model / "model.onnx").is_file():
         progress("infinity-emb: exporting the plain ONNX it reads …")
-        _plain_export(source, model, manifest)
+        _plain_export(source, model)
+    limit_length(model, manifest.defaults.max_seq_length)
     command = [
         *(str(executable.resolve()), "v2", "--model-id", ".", "--served-model-name", "model"),
         *("--engine", "optimum", "--device", "cpu", "--batch-size", "32", "--no-model-warmup"),

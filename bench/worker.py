@@ -2,10 +2,11 @@
 
 MODE is `first` (embed one text, for cold start), `rss FILE BATCH` (embed the file's lines at batch
 BATCH, or with the engine's defaults for `default`, and print the peak resident memory),
-`measure SPEC OUT` (run the workloads in SPEC through `harness.measure`, write OUT.json and the corpus
-vectors to OUT.npy) or `baseline FILE VECTORS GROUPS` (the in-process figures `bertx bench-serve` holds
-the server to, printed as JSON, and the file's vectors at the engine's defaults saved to VECTORS). Only
-what the engine itself needs is imported.
+`rounds SPEC VECTORS` (warm up, save the corpus vectors to VECTORS, then run one timed round of
+SPEC's workloads for every `round` line on stdin, answering each with a JSON line) or
+`baseline FILE VECTORS GROUPS` (the in-process figures `bertx bench-serve` holds the server to, printed
+as JSON, and the file's vectors at the engine's defaults saved to VECTORS). Only what the engine itself
+needs is imported.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ def main(argv: list[str]) -> None:
     if mode == "first":
         engine.encode(["Hello, world!"], 1)
         return
-    if mode == "measure":
-        _measure(engine, Path(argv[4]), Path(argv[5]))
+    if mode == "rounds":
+        _rounds(engine, Path(argv[4]), Path(argv[5]))
         return
     texts = Path(argv[4]).read_text(encoding="utf-8").splitlines()
     if mode == "baseline":
@@ -41,32 +42,42 @@ def main(argv: list[str]) -> None:
     print(json.dumps({"peak_rss_mb": _peak_kb() / 1024}))
 
 
-def _measure(engine: Any, spec_file: Path, out: Path) -> None:
+def _rounds(engine: Any, spec_file: Path, vectors_file: Path) -> None:
+    """Prepare (warm-up, corpus vectors, latency), say so on the protocol stream, then run one timed
+    round per `round` line read from stdin until stdin closes."""
+    import os
     import warnings
 
     import numpy as np
 
     from bertx.model import TruncationWarning
 
-    from .harness import Settings, measure
+    from .harness import Settings, one_round, prepare
 
+    # Replies go to the real stdout; anything the engine's libraries print goes to stderr instead.
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     spec = json.loads(spec_file.read_text(encoding="utf-8"))
     fields = spec["settings"]
-    for key in ("batch_sizes", "fixed_lengths"):
-        fields[key] = tuple(fields[key])
-    if fields.get("engines") is not None:
-        fields["engines"] = tuple(fields["engines"])
+    for key in ("batch_sizes", "fixed_lengths", "engines"):
+        if fields.get(key) is not None:
+            fields[key] = tuple(fields[key])
+    settings, workloads = Settings(**fields), spec["workloads"]
+
+    def reply(body: dict[str, Any]) -> None:
+        protocol.write(json.dumps(body) + "\n")
+        protocol.flush()
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
-        measured = measure(engine, spec["workloads"], Settings(**fields))
-    np.save(out.with_suffix(".npy"), measured.vectors)
-    body = {
-        "size_bytes": measured.size_bytes,
-        "timings": measured.timings,
-        "latency_ms": measured.latency_ms,
-        "details": measured.details,
-    }
-    out.with_suffix(".json").write_text(json.dumps(body), encoding="utf-8")
+        vectors, latency = prepare(engine, workloads, settings)
+        np.save(vectors_file, vectors)
+        reply({"size_bytes": engine.size_bytes, "latency_ms": latency, "details": dict(engine.details)})
+        for line in sys.stdin:
+            if line.strip() != "round":
+                break
+            reply({"timings": one_round(engine, workloads, settings)})
 
 
 def _baseline(engine: Any, texts: list[str], vectors: Path, groups: list[int]) -> None:

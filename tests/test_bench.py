@@ -125,12 +125,22 @@ def test_engines_measured_in_their_own_processes(tiny_artifact: Path) -> None:
         fixed_lengths=(),
         corpus_limit=8,
         latency_texts=3,
-        repeats=1,
+        repeats=2,
         engines=(PYTORCH, "bertx-fp32", "no-such-engine"),
         process_checks=False,
     )
-    results = harness.run(tiny_artifact, settings)
+    said: list[str] = []
+    results = harness.run(tiny_artifact, settings, said.append)
     assert [s.name for s in results.skipped] == ["no-such-engine"] and "unknown engine" in results.skipped[0].reason
+    # Rounds taken in turn, each round starting with a different engine, so drift hits every engine alike.
+    rounds = [line for line in said if line.startswith("round ")]
+    assert rounds == [
+        f"round 1 of 2: {PYTORCH}",
+        "round 1 of 2: bertx-fp32",
+        "round 2 of 2: bertx-fp32",
+        f"round 2 of 2: {PYTORCH}",
+    ]
+    assert all(len(r.seconds) == 2 for r in results.rows)
     facts = {f.engine: f for f in results.engines}
     assert facts["bertx-fp32"].cosine_min is not None and facts["bertx-fp32"].cosine_min > 0.99999
     assert facts["bertx-fp32"].details == {"engine": "onnxruntime"}
@@ -140,3 +150,57 @@ def test_engines_measured_in_their_own_processes(tiny_artifact: Path) -> None:
         ("bertx-fp32", "corpus", 4, 8),
         ("bertx-fp32", "corpus", harness.DEFAULTS, 8),
     }
+
+
+def test_fastembed_truncates_where_the_other_engines_do(tiny_artifact: Path, tmp_path: Path) -> None:
+    """A leftover `max_length` in tokenizer_config.json made fastembed cut texts at 128 tokens while every
+    other engine cut at 256; fastembed's own loader must now truncate at the artifact's limit."""
+    preprocessor = pytest.importorskip("fastembed.common.preprocessor_utils")
+    from bertx.bench.peers import limit_length
+
+    folder = tmp_path / "fastembed"
+    folder.mkdir()
+    for name in ("tokenizer.json", "config.json"):
+        source = tiny_artifact / name
+        if source.is_file():
+            (folder / name).write_bytes(source.read_bytes())
+    config = {"max_length": 8, "model_max_length": 512, "pad_token": "[PAD]", "do_lower_case": True}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    limit_length(folder, 24)
+    tokenizer, _ = preprocessor.load_tokenizer(folder)
+    assert tokenizer.truncation["max_length"] == 24
+    assert len(tokenizer.encode(" ".join(["word"] * 100)).ids) == 24
+
+
+def test_an_engine_that_dies_between_rounds_is_reported_skipped(tiny_artifact: Path) -> None:
+    """The worker of one engine is killed before its second round: that engine is reported as skipped,
+    the other engine's rounds still complete."""
+    import os
+    import signal
+
+    def kill_worker(engine: str) -> None:
+        for entry in Path("/proc").iterdir():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"bertx.bench.worker" in argv and engine.encode() in argv:
+                os.kill(int(entry.name), signal.SIGKILL)
+
+    def progress(line: str) -> None:
+        if line == "round 2 of 2: bertx-fp32":
+            kill_worker("bertx-fp32")
+
+    settings = harness.Settings(
+        batch_sizes=(4,),
+        fixed_lengths=(),
+        corpus_limit=8,
+        latency_texts=3,
+        repeats=2,
+        engines=(PYTORCH, "bertx-fp32"),
+        process_checks=False,
+    )
+    results = harness.run(tiny_artifact, settings, progress)
+    assert [s.name for s in results.skipped] == ["bertx-fp32"]
+    assert {r.engine for r in results.rows} == {PYTORCH}
+    assert all(len(r.seconds) == 2 for r in results.rows)
