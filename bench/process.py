@@ -147,6 +147,9 @@ class _Worker:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+        for pipe in (self._process.stdin, self._process.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()  # type: ignore[union-attr]
         self._stderr.seek(0)
         lines = self._stderr.read().strip().splitlines()
         self._stderr.close()
