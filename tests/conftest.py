@@ -33,6 +33,20 @@ def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProce
     )
 
 
+def processes_with(*parts: bytes) -> list[int]:
+    """Process ids whose command line (arguments joined by NUL bytes) contains every one of `parts`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if all(part in command for part in parts):
+                found.append(int(entry.name))
+    return found
+
+
 def _wordpiece_vocab() -> list[str]:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-éü")

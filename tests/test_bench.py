@@ -4,6 +4,8 @@ peers reported, outputs written. No timing thresholds: machines are noisy."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -12,6 +14,8 @@ import pytest
 
 from bertx.bench import harness, report
 from bertx.bench.engines import PYTORCH, ST_TORCH
+
+from conftest import processes_with
 
 pytestmark = pytest.mark.slow
 
@@ -119,16 +123,21 @@ def test_preset_int8_needs_a_preset(tiny_artifact: Path) -> None:
     assert result.returncode == 2 and "--preset-int8 applies only with --preset" in result.stderr, result.stderr
 
 
-def test_engines_measured_in_their_own_processes(tiny_artifact: Path) -> None:
-    settings = harness.Settings(
+def _two_rounds(*engines: str) -> harness.Settings:
+    """Two timed rounds of 8 corpus texts at batch 4, each engine in its own process."""
+    return harness.Settings(
         batch_sizes=(4,),
         fixed_lengths=(),
         corpus_limit=8,
         latency_texts=3,
         repeats=2,
-        engines=(PYTORCH, "bertx-fp32", "no-such-engine"),
+        engines=engines,
         process_checks=False,
     )
+
+
+def test_engines_measured_in_their_own_processes(tiny_artifact: Path) -> None:
+    settings = _two_rounds(PYTORCH, "bertx-fp32", "no-such-engine")
     said: list[str] = []
     results = harness.run(tiny_artifact, settings, said.append)
     assert [s.name for s in results.skipped] == ["no-such-engine"] and "unknown engine" in results.skipped[0].reason
@@ -175,31 +184,13 @@ def test_fastembed_truncates_where_the_other_engines_do(tiny_artifact: Path, tmp
 def test_an_engine_that_dies_between_rounds_is_reported_skipped(tiny_artifact: Path) -> None:
     """The worker of one engine is killed before its second round: that engine is reported as skipped,
     the other engine's rounds still complete."""
-    import os
-    import signal
-
-    def kill_worker(engine: str) -> None:
-        for entry in Path("/proc").iterdir():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"bertx.bench.worker" in argv and engine.encode() in argv:
-                os.kill(int(entry.name), signal.SIGKILL)
 
     def progress(line: str) -> None:
         if line == "round 2 of 2: bertx-fp32":
-            kill_worker("bertx-fp32")
+            for pid in processes_with(b"bertx.bench.worker", b"\0bertx-fp32\0"):
+                os.kill(pid, signal.SIGKILL)
 
-    settings = harness.Settings(
-        batch_sizes=(4,),
-        fixed_lengths=(),
-        corpus_limit=8,
-        latency_texts=3,
-        repeats=2,
-        engines=(PYTORCH, "bertx-fp32"),
-        process_checks=False,
-    )
+    settings = _two_rounds(PYTORCH, "bertx-fp32")
     results = harness.run(tiny_artifact, settings, progress)
     assert [s.name for s in results.skipped] == ["bertx-fp32"]
     assert {r.engine for r in results.rows} == {PYTORCH}

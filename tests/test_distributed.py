@@ -19,7 +19,7 @@ import pytest
 
 from bertx.bench.ray_overhead import corpus_texts
 
-from conftest import run_cli
+from conftest import processes_with, run_cli
 
 ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
@@ -130,16 +130,7 @@ def test_a_corpus_on_two_nodes_equals_single_process_embed(cluster: str, tiny_ar
 
 def _workers() -> list[int]:
     """Process ids of the cluster's model actors (Ray names their processes after the actor class)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"ShardEmbedder" in command and b"MapWorker" in command:
-                found.append(int(entry.name))
-    return found
+    return processes_with(b"ShardEmbedder", b"MapWorker")
 
 
 def _start_and_wait_for_parts(args: list[str], out: Path, parts: int) -> subprocess.Popen[str]:
