@@ -53,6 +53,8 @@ def machine() -> dict[str, Any]:
         "avx512": cpu.avx512,
         "vnni": cpu.vnni,
         "bf16": cpu.bf16,
+        "amx": cpu.amx,
+        "cpu_class": cpu.cpu_class,
         "cores": os.cpu_count(),
         "os": platform.platform(),
         "python": platform.python_version(),

@@ -1,8 +1,10 @@
 """The parity gate: every variant against PyTorch fp32 on real, varied text.
 
 Both sides get exactly the same token ids (from the artifact's own tokenizer, as the runtime builds
-them), batched with padding. Errors are measured over real tokens only; padded positions are free
-to differ.
+them), in the runtime's own batches (see `proof`). Errors are measured over real tokens only; padded
+positions are free to differ. Each variant's sentence vectors are also computed one text at a time,
+and a text's batched and lone vectors compared, so a variant whose vectors depend on their batch-mates
+or on the order of batch shapes fails here, not in a user's process.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from bertx.backends import GraphFile, open_graph
 from bertx.errors import ExportError
 from bertx.manifest import (
+    Architecture,
     Defaults,
     Head,
     HeadKind,
@@ -31,13 +34,15 @@ from bertx.manifest import (
 from bertx.pooling import cosine_rows, l2_normalize, pool
 from bertx.tokenization import TextEncoder
 
+from .proof import ProofMeasure, ProofSet, build_proof, in_text_order, invariance_limit, proof_texts
+from .proof import pooled as pooled_batches
+
 DEFAULT_THRESHOLDS: dict[Precision, Thresholds] = {
     Precision.FP32: Thresholds(max_abs=1e-4, min_cosine=0.99999),
     Precision.FP16: Thresholds(max_abs=None, min_cosine=0.999),
     Precision.INT8: Thresholds(max_abs=None, min_cosine=0.98),
     Precision.BF16: Thresholds(max_abs=None, min_cosine=0.999),
 }
-BATCH_SIZE = 16
 
 
 def parse_thresholds(min_cosine: Sequence[str], max_abs: float | None) -> dict[Precision, Thresholds]:
@@ -75,7 +80,7 @@ class _Tally:
     """Running statistics of one variant over the batches."""
 
     layer_max: np.ndarray
-    cosines: list[np.ndarray] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)  # pooled last layer per batch
     nonfinite: bool = False
     head_max: float = 0.0
     head_agree: int = 0
@@ -92,11 +97,13 @@ def check_parity(
     variants: dict[Precision, GraphFile],
     defaults: Defaults,
     thresholds: dict[Precision, Thresholds],
+    architecture: Architecture,
     texts: Sequence[str] | None = None,
     head: Head | None = None,
     pooled: SentenceEmbeddingOutput | None = None,
 ) -> dict[Precision, ParityReport]:
-    """Run each variant's graph (with the engine it is made for) and PyTorch fp32 on the same batches and compare.
+    """Run each variant's graph (with the engine it is made for) and PyTorch fp32 on the proof set and compare:
+    every hidden state in the runtime's batches, the pooled sentence vectors batched and one text at a time.
 
     With a task head, its logits are compared too: the largest difference (over real tokens for a
     tagger) and how often the best label agrees. fp32 logits must meet the fp32 `max_abs` limit. So must an in-graph
@@ -108,7 +115,7 @@ def check_parity(
     import torch
     import transformers
 
-    texts = list(texts) if texts is not None else parity_texts()
+    texts = list(texts) if texts is not None else proof_texts()
     auto = {
         None: transformers.AutoModel,
         HeadKind.SEQUENCE_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
@@ -119,20 +126,16 @@ def check_parity(
     in_graph = {p for p, graph in variants.items() if pooled is not None and graph.path.name in pooled.files}
     sessions = {p: open_graph(graph) for p, graph in variants.items()}
     tallies = {p: _Tally(layer_max=np.zeros(len(output_names))) for p in variants}
-    encodings = encoder.encode(texts)
-    tokens = sum(len(e.ids) for e in encodings)
-    # Batched as the runtime and the INT8 search batch: longest first. Dynamic INT8 scales each batch by
-    # its own range, padding included, so a text's result depends on its batch-mates; the same batches
-    # here and in the search make the search's measurement the gate's.
-    encodings = sorted(encodings, key=lambda e: -len(e.ids))
-    for start in range(0, len(encodings), BATCH_SIZE):
-        batch = encoder.pad(encodings[start : start + BATCH_SIZE])
+    proof = build_proof(encoder, texts, architecture)
+    references = []
+    for batch in proof.batches:
         feeds = batch.feeds(input_names)
         with torch.inference_mode():
             result = model(**{k: torch.from_numpy(v) for k, v in feeds.items()})
         expected = [h.numpy() for h in result.hidden_states]
         real = batch.mask.astype(bool)
         expected_pooled = pool(expected[-1], batch.mask, defaults.pooling)
+        references.append(expected_pooled)
         for precision, session in sessions.items():
             extra = [pooled.output] if pooled is not None and precision in in_graph else []
             got = session.run(wanted + extra, feeds)
@@ -145,9 +148,23 @@ def check_parity(
             for i, (ours, theirs) in enumerate(zip(got, expected)):
                 tally.nonfinite |= not bool(np.isfinite(ours[real]).all())
                 tally.layer_max[i] = max(tally.layer_max[i], float(np.abs(ours[real] - theirs[real]).max()))
-            tally.cosines.append(cosine_rows(pool(got[-1], batch.mask, defaults.pooling), expected_pooled))
+            tally.vectors.append(pool(got[-1], batch.mask, defaults.pooling))
+    reference_vectors = in_text_order(proof, references)
+    measures = {}
+    for precision, session in sessions.items():
+        batched = in_text_order(proof, tallies[precision].vectors)
+        alone = np.concatenate(pooled_batches(session, proof.singles, input_names, output_names[-1], defaults.pooling))
+        nonfinite = tallies[precision].nonfinite or not bool(np.isfinite(alone).all())
+        measures[precision] = ProofMeasure(
+            batched=np.nan_to_num(cosine_rows(batched, reference_vectors), nan=-1.0),
+            single=np.nan_to_num(cosine_rows(alone, reference_vectors), nan=-1.0),
+            invariance=np.nan_to_num(cosine_rows(batched, alone), nan=-1.0),
+            nonfinite=nonfinite,
+        )
     return {
-        precision: _report(tally, output_names, thresholds[precision], defaults, len(texts), tokens, head, pooled)
+        precision: _report(
+            tally, measures[precision], output_names, thresholds[precision], defaults, proof, head, pooled
+        )
         for precision, tally in tallies.items()
     }
 
@@ -170,17 +187,18 @@ def _tally_head(tally: _Tally, ours: np.ndarray, theirs: np.ndarray, real: np.nd
 
 def _report(
     tally: _Tally,
+    measured: ProofMeasure,
     names: Sequence[str],
     limits: Thresholds,
     defaults: Defaults,
-    texts: int,
-    tokens: int,
+    proof: ProofSet,
     head: Head | None,
     pooled: SentenceEmbeddingOutput | None = None,
 ) -> ParityReport:
-    cosines = np.concatenate(tally.cosines)
     layers = tuple(LayerError(name, float(err)) for name, err in zip(names, tally.layer_max))
-    cosine_min = float(np.nan_to_num(cosines.min(), nan=-1.0))
+    cosine_min = float(np.nan_to_num(measured.batched.min(), nan=-1.0))
+    single_min = float(np.nan_to_num(measured.single.min(), nan=-1.0))
+    invariance_min = measured.invariance_min
     head_parity = None
     if head is not None:
         agreement = tally.head_agree / max(tally.head_items, 1)
@@ -192,22 +210,27 @@ def _report(
         pooled_parity = PooledParity(pooled.output, tally.pooled_max, in_graph_min)
         errors.append(pooled_parity.max_abs)
     passed = (
-        not tally.nonfinite
+        not measured.nonfinite
         and cosine_min >= limits.min_cosine
+        and single_min >= limits.min_cosine
+        and invariance_min >= invariance_limit(limits.min_cosine)
         and (pooled_parity is None or pooled_parity.cosine_min >= limits.min_cosine)
         and (limits.max_abs is None or all(error <= limits.max_abs for error in errors))
     )
     return ParityReport(
         passed=passed,
         thresholds=limits,
-        texts=texts,
-        tokens=tokens,
+        texts=proof.texts,
+        tokens=proof.tokens,
         pooling=defaults.pooling,
         normalize=defaults.normalize,
         layers=layers,
         cosine_min=cosine_min,
-        cosine_mean=float(np.nan_to_num(cosines.mean(), nan=-1.0)),
-        nonfinite=tally.nonfinite,
+        cosine_mean=float(np.nan_to_num(measured.batched.mean(), nan=-1.0)),
+        nonfinite=measured.nonfinite,
         head=head_parity,
         sentence_embedding=pooled_parity,
+        cosine_min_single=single_min,
+        batch_invariance_min=invariance_min,
+        batches=f"runtime batches (longest first, {len(proof.batches)} batches) and each text alone",
     )

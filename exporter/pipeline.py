@@ -43,11 +43,15 @@ from bertx.manifest import (
 from bertx.tokenization import TextEncoder
 
 from .graph_pooling import GRAPH_POOLINGS, SENTENCE_EMBEDDING, add_sentence_embedding
-from .int8 import Int8Options, calibration_texts, make_context, quantize_int8
+from .int8 import Int8Options, calibration_texts, make_context
 from .int8_openvino import named as openvino_named
+from .int8_openvino import refused as openvino_refused
 from .int8_recipes import named_recipe
+from .int8_search import quantize_int8
 from .onnx_export import export_onnx, onnx_io_names, output_names, quiet, read_model_facts, with_prompts
-from .parity import DEFAULT_THRESHOLDS, check_parity, parity_texts
+from .parity import DEFAULT_THRESHOLDS, check_parity
+from .proof import proof_texts
+from .recommend import recommend
 from .resolve import ResolvedModel, resolve_model, sha256_file
 from .variants import OptimizeLevel, fuse
 
@@ -206,7 +210,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         cpu = cpu_info()
         recipe = options.int8_options.recipe
         detail = "search" if recipe == "auto" else recipe
-        with steps.step("int8", f"({detail} on this {cpu.int8_preset} CPU, vs PyTorch on held-out text)"):
+        with steps.step("int8", f"({detail} on this {cpu.cpu_class} CPU, vs PyTorch on the proof text)"):
             context = make_context(
                 fused,
                 exported,
@@ -215,8 +219,9 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
                 inputs,
                 outputs[-1],
                 facts.defaults,
+                facts.architecture,
                 source.path,
-                parity_texts(),
+                proof_texts(),
                 options.int8_options.calibration_file,
             )
             chosen, quant = quantize_int8(context, cpu, options.int8_options, steps.note)
@@ -268,6 +273,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
                     graphs,
                     facts.defaults,
                     thresholds,
+                    facts.architecture,
                     head=facts.head,
                     pooled=pooled,
                 )
@@ -279,6 +285,15 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
                 "nothing was written. Use another --optimize level (O3's GELU approximation moves fp32 values), "
                 "relax a threshold with --min-cosine VARIANT=X / --max-abs X, or skip the gate with --no-validate"
             )
+    recommended = None
+    if reports:
+        cpu = cpu_info()
+        target = options.int8_options.target_cosine
+        with steps.step("recommend", f"(fp32, int8, bf16 timed side by side on this {cpu.cpu_class} CPU)"):
+            recommended = recommend(
+                graphs, reports, encoder, proof_texts(), inputs, outputs[-1], facts.architecture, cpu, target
+            )
+        steps.note(recommended.reason)
     variants = {
         precision: Variant(
             precision=precision,
@@ -311,6 +326,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         head=facts.head,
         sentence_embedding=pooled,
         prompts=prompts,
+        recommended=recommended,
     )
     manifest.save(artifact)
     return manifest
@@ -347,7 +363,10 @@ def _check_int8_options(options: ExportOptions) -> None:
     int8 = options.int8_options
     if not 0.0 < int8.target_cosine <= 1.0:
         raise ExportError(f"--int8-target-cosine must be in (0, 1], got {int8.target_cosine}")
-    if int8.recipe != "auto" and openvino_named(int8.recipe) is None:
+    fixed = openvino_named(int8.recipe)
+    if fixed is not None and (reason := openvino_refused(fixed, cpu_info())) is not None:
+        raise ExportError(f"--int8 {int8.recipe} is {reason}; use openvino-static, openvino-smooth or auto")
+    if int8.recipe != "auto" and fixed is None:
         named_recipe(int8.recipe, cpu_info())
     calibration_texts(int8.calibration_file)
 
@@ -395,8 +414,10 @@ def _export_facts(exported: Path, options: ExportOptions) -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
+    cpu = cpu_info()
     return {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": {"model": cpu.model, "class": cpu.cpu_class, "flags": cpu.flags_key},
         "opset": opset,
         "optimize": options.optimize.value,
         "validated": options.validate,

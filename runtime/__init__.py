@@ -1,6 +1,15 @@
 """bertx: BERT-family embeddings from ONNX artifacts, served with onnxruntime, tokenizers and numpy."""
 
-from .errors import ArtifactError, BertxError, HeadError, InputError, OptionError, ProviderError, VariantError
+from .errors import (
+    ArtifactError,
+    BertxError,
+    HeadError,
+    InputError,
+    NonFiniteError,
+    OptionError,
+    ProviderError,
+    VariantError,
+)
 from .layers import Combine
 from .manifest import Manifest, Pooling, Precision
 from .model import Model, TruncationWarning
@@ -23,6 +32,7 @@ __all__ = [
     "InputError",
     "Manifest",
     "Model",
+    "NonFiniteError",
     "OptionError",
     "Pooling",
     "Precision",

@@ -46,6 +46,19 @@ out = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class VariantChoice(str, Enum):
+    """A variant to load: one of the artifact's precisions, or auto (the export's recommendation)."""
+
+    FP32 = "fp32"
+    INT8 = "int8"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    AUTO = "auto"
+
+
+VARIANT_HELP = "Precision variant: fp32, int8, fp16, bf16, or auto (what the export measured fastest here)."
+
+
 class OptimizeChoice(str, Enum):
     """Graph optimization levels offered on the command line."""
 
@@ -303,7 +316,7 @@ def embed(
         bool,
         typer.Option("--keep-float", help="With --precision: also store the float vectors (--dtype), for rescoring."),
     ] = False,
-    variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
+    variant: Annotated[VariantChoice, typer.Option(help=VARIANT_HELP)] = VariantChoice.FP32,
     device: Annotated[
         Device | None,
         typer.Option(
@@ -431,7 +444,12 @@ def embed(
     vectors = _encode(model, strings, settings, batch_size, show=input is not None and len(strings) > batch_size)
     exact, vectors = vectors, vectors.astype(dtype.value, copy=False)
     if output is not None:
-        meta = {"artifact": str(artifact.resolve()), "variant": variant.value, "bertx": __version__, **settings}
+        meta = {
+            "artifact": str(artifact.resolve()),
+            "variant": model.variant.precision.value,
+            "bertx": __version__,
+            **settings,
+        }
         meta["prompt_text"] = model.prompt_text(prompt_name, prompt)
         if compact:
             _write_compact(output, exact, records, meta, precision, dtype.value if keep_float else None)
@@ -608,7 +626,7 @@ def vocab(
     layers: Annotated[str | None, typer.Option(help="-1, -4,-3, 2:5, last4, all, all+embeddings [last].")] = None,
     combine: Annotated[Combine, typer.Option(help="How several layers are combined.")] = Combine.MEAN,
     merge: Annotated[WordMerge, typer.Option(help="How a --words word's pieces are merged.")] = WordMerge.MEAN,
-    variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
+    variant: Annotated[VariantChoice, typer.Option(help=VARIANT_HELP)] = VariantChoice.FP32,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads [what the process may use].")] = None,
     dtype: Annotated[DType, typer.Option(help="Float type the vectors are stored in.")] = DType.FLOAT32,
     batch_size: Annotated[int, typer.Option(min=1, help="Vocabulary entries (or words) per inference call.")] = 1024,
@@ -681,6 +699,12 @@ def info(
         pooled = "" if prompts.include_prompt else "; pooled without the prompt's tokens"
         out.print(f"prompts       {escape(listed)}{default}{pooled} ({prompts.origin})", highlight=False)
     out.print(f"outputs       {manifest.outputs[0]} … {manifest.outputs[-1]}")
+    if manifest.recommended is not None:
+        rec = manifest.recommended
+        out.print(
+            f"recommended   [bold]{rec.variant.value}[/] (variant auto): {rec.reason}; measured on {rec.cpu}",
+            highlight=False,
+        )
     out.print(variants_table(manifest))
     reports = {p.value: v.parity for p, v in manifest.variants.items()}
     checked = {name: report for name, report in reports.items() if report is not None}
@@ -750,7 +774,7 @@ def similarity(
     metric: Annotated[Metric, typer.Option(help="Score.")] = Metric.COSINE,
     pooling: Annotated[str | None, typer.Option(help="Pooling [default: the artifact's].")] = None,
     layers: Annotated[str | None, typer.Option(help="-1, -4,-3, 2:5, last4, all [last].")] = None,
-    variant: Annotated[Precision, typer.Option(help="Precision variant to run.")] = Precision.FP32,
+    variant: Annotated[VariantChoice, typer.Option(help=VARIANT_HELP)] = VariantChoice.FP32,
 ) -> None:
     """Print the similarity (or distance) matrix of a few texts."""
     from .model import Model
@@ -844,7 +868,7 @@ def bench(
 @_user_errors
 def bench_serve(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder to serve.")],
-    variant: Annotated[Precision, typer.Option(help="Precision variant to serve.")] = Precision.FP32,
+    variant: Annotated[VariantChoice, typer.Option(help=VARIANT_HELP)] = VariantChoice.FP32,
     clients: Annotated[str, typer.Option(help="Comma-separated concurrency levels.")] = "1,8,32,64",
     requests: Annotated[int, typer.Option(min=1, help="Requests per level (after a warm-up).")] = 2000,
     seconds: Annotated[float, typer.Option(min=1, help="Longest a level runs, in seconds.")] = 60.0,
@@ -904,7 +928,7 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
 @app.command()
 def serve(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")],
-    variant: Annotated[Precision, typer.Option(help="Precision variant to serve.")] = Precision.FP32,
+    variant: Annotated[VariantChoice, typer.Option(help=VARIANT_HELP)] = VariantChoice.FP32,
     device: Annotated[
         Device | None, typer.Option(help="cpu, cuda, tensorrt, openvino, auto [the variant's engine].")
     ] = None,
@@ -943,7 +967,7 @@ def serve(
 
 def _serve(
     artifact: Path,
-    variant: Precision,
+    variant: VariantChoice,
     device: Device | None,
     host: str,
     port: int,
@@ -989,7 +1013,7 @@ def _serve(
 @_user_errors
 def doctor() -> None:
     """Show versions, the execution providers that really load, OpenVINO, CPU features (AVX2, AVX-512, VNNI,
-    BF16), the INT8 preset they suit, and the CPUs this process may use (affinity, cgroup quota)."""
+    BF16, AMX), the CPU class and INT8 preset they suit, and the CPUs this process may use."""
     from .doctor import diagnose
 
     report = diagnose()
@@ -1002,9 +1026,16 @@ def doctor() -> None:
     cpu = report.cpu
     flags = ", ".join(
         f"{name} {'yes' if on else 'no'}"
-        for name, on in (("AVX2", cpu.avx2), ("AVX-512", cpu.avx512), ("VNNI", cpu.vnni), ("BF16", cpu.bf16))
+        for name, on in (
+            ("AVX2", cpu.avx2),
+            ("AVX-512", cpu.avx512),
+            ("VNNI", cpu.vnni),
+            ("BF16", cpu.bf16),
+            ("AMX", cpu.amx),
+        )
     )
     out.print(f"cpu           {cpu.model} ({cpu.machine}): {flags}")
+    out.print(f"cpu class     {cpu.cpu_class}")
     out.print(f"int8 preset   {cpu.int8_preset}")
     cpus = report.cpus
     quota = "none" if cpus.quota is None else f"{cpus.quota:g} CPUs"

@@ -21,17 +21,40 @@ class CpuInfo:
     avx512: bool
     vnni: bool
     bf16: bool = False  # AVX-512 BF16 or AMX: bf16 matmuls in hardware (OpenVINO uses them)
+    amx: bool = False  # Intel AMX tiles (amx_bf16 / amx_int8): oneDNN and onnxruntime route matmuls to them
 
     @property
-    def int8_preset(self) -> str:
-        """The Optimum quantization preset for this CPU: avx512_vnni, avx512, avx2 or arm64."""
+    def cpu_class(self) -> str:
+        """The class of kernels this CPU gets: amx, avx512_vnni, avx512, avx2 or arm64.
+
+        AMX is a class of its own: oneDNN (OpenVINO) and onnxruntime run their INT8 and bf16 matmuls
+        on its tiles, with other kernels, other speeds and other faults than AVX-512's.
+        """
         if self.machine in ("aarch64", "arm64"):
             return "arm64"
+        if self.amx:
+            return "amx"
         if self.avx512 and self.vnni:
             return "avx512_vnni"
         if self.avx512:
             return "avx512"
         return "avx2"
+
+    @property
+    def int8_preset(self) -> str:
+        """The Optimum quantization preset for this CPU: avx512_vnni, avx512, avx2 or arm64 (AMX CPUs
+        take avx512_vnni's, which their tiles run)."""
+        return "avx512_vnni" if self.cpu_class == "amx" else self.cpu_class
+
+    @property
+    def flags_key(self) -> str:
+        """The features that change which kernels run, as one string (part of compile-cache keys)."""
+        names = ("avx2", "avx512", "vnni", "bf16", "amx")
+        return ",".join(name for name in names if getattr(self, name)) or "none"
+
+    def describe(self) -> str:
+        """One line for tables and reports: model, class and the flags that matter."""
+        return f"{self.model} [{self.cpu_class}: {self.flags_key}]"
 
 
 def cpu_info() -> CpuInfo:
@@ -54,6 +77,7 @@ def cpu_info() -> CpuInfo:
         avx512="avx512f" in flags,
         vnni=bool({"avx512_vnni", "avx512vnni", "avx_vnni"} & flags),
         bf16=bool({"avx512_bf16", "amx_bf16"} & flags),
+        amx=bool({"amx_bf16", "amx_int8", "amx_tile"} & flags),
     )
 
 

@@ -146,12 +146,14 @@ def int8_search_table(variant: Variant) -> Table | None:
 
 def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -> Table:
     features = quant.get("cpu_features", {})
-    cpu = f"{quant.get('chosen_for_cpu', '?')}, {quant.get('preset', '?')}, VNNI {features.get('vnni', '?')}"
+    cpu_class = quant.get("cpu_class") or f"{quant.get('preset', '?')}, VNNI {features.get('vnni', '?')}"
+    cpu = f"{quant.get('chosen_for_cpu', '?')}, {cpu_class}"
     held_out = quant.get("held_out", {}).get("texts", "?")
     final = quant.get("final_round")
     again = f"; * timed again side by side with fp32 at {final['fp32_texts_per_s']} texts/s" if final else ""
     table = Table(
-        title=f"INT8 search: min cosine ≥ {quant.get('target_cosine')} vs PyTorch on {held_out} held-out texts, "
+        title=f"INT8 search: min cosine ≥ {quant.get('target_cosine')} vs PyTorch on {held_out} held-out texts "
+        "(batched and alone), "
         f"speed on {cpu} (fp32: {quant.get('fp32_texts_per_s')} texts/s{again})"
     )
     for column in (
@@ -160,6 +162,7 @@ def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -
         "int8 / blockwise / accurate nodes",
         "min cos",
         "mean cos",
+        "batch-invariant",
         "texts/s",
         "× fp32",
         "chosen",
@@ -173,8 +176,9 @@ def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -
             f"{c['int8_nodes']} / {c['blockwise_nodes']} / {c['fp32_nodes']}",
             f"{c['cosine_min']:.4f}",
             f"{c['cosine_mean']:.4f}",
-            f"{c['texts_per_s']:.1f}{'*' if c.get('timed_again') else ''}",
-            f"{c['speedup']:.2f}×",
+            f"{c['invariance_min']:.4f}" if "invariance_min" in c else "—",
+            f"{c['texts_per_s']:.1f}{'*' if c.get('timed_again') else ''}" if c["texts_per_s"] else "not timed",
+            f"{c['speedup']:.2f}×" if c["texts_per_s"] else "—",
             "[green]✓[/]" if c["recipe"] == quant.get("recipe") else "",
             style=style,
         )

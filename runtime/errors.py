@@ -61,3 +61,7 @@ class OptionError(BertxError, ValueError):
 
 class HeadError(BertxError, ValueError):
     """A task (classify, tag, rerank) was asked of an artifact without the head it needs."""
+
+
+class NonFiniteError(BertxError, ArithmeticError):
+    """An engine returned NaN or infinity where a vector should be: never returned as a result."""

@@ -193,6 +193,11 @@ class ParityReport:
     nonfinite: bool
     head: HeadParity | None = None
     sentence_embedding: PooledParity | None = None
+    # The proof (see the exporter's `proof`): `cosine_min` is over the runtime's batches, this over each
+    # text alone, and the invariance is the worst cosine between a text's batched and lone vectors.
+    cosine_min_single: float | None = None
+    batch_invariance_min: float | None = None
+    batches: str | None = None
 
     @property
     def max_abs(self) -> float:
@@ -220,6 +225,29 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Recommendation:
+    """The variant to load on the exporting CPU: the fastest that met the target, measured side by side.
+
+    Attributes:
+        variant: What `variant="auto"` loads.
+        target_cosine: The min cosine against PyTorch (batched and alone) a variant had to reach.
+        cpu: The CPU model it was measured on; cpu_class: its class (amx, avx512_vnni, avx512, avx2, arm64).
+        texts_per_s: Each timed variant's speed on the proof sample, same run, rounds in turn.
+        ranking: The variants that met the target, fastest first: `auto`'s fallbacks on a CPU that
+            cannot run the first.
+        reason: One sentence for `bertx info`.
+    """
+
+    variant: Precision
+    target_cosine: float
+    cpu: str
+    cpu_class: str
+    texts_per_s: dict[str, float]
+    ranking: tuple[Precision, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
 class Manifest:
     """The parsed contents of `bertx.json`."""
 
@@ -235,6 +263,7 @@ class Manifest:
     head: Head | None = None
     sentence_embedding: SentenceEmbeddingOutput | None = None
     prompts: Prompts = field(default_factory=Prompts)
+    recommended: Recommendation | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -295,6 +324,7 @@ class Manifest:
                 head=_head(data.get("head")),
                 sentence_embedding=_sentence_embedding(data.get("sentence_embedding")),
                 prompts=Prompts.from_dict(data.get("prompts")),
+                recommended=_recommendation(data.get("recommended")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"manifest is malformed ({type(exc).__name__}: {exc})") from exc
@@ -362,6 +392,9 @@ def _variant(data: dict[str, Any]) -> Variant:
             sentence_embedding=None
             if parity.get("sentence_embedding") is None
             else PooledParity(**parity["sentence_embedding"]),
+            cosine_min_single=_optional_float(parity.get("cosine_min_single")),
+            batch_invariance_min=_optional_float(parity.get("batch_invariance_min")),
+            batches=parity.get("batches"),
         )
     return Variant(
         precision=Precision(data["precision"]),
@@ -376,6 +409,24 @@ def _variant(data: dict[str, Any]) -> Variant:
         inference_precision=data.get("inference_precision"),
         extra_files={str(k): dict(v) for k, v in data.get("extra_files", {}).items()},
     )
+
+
+def _recommendation(data: dict[str, Any] | None) -> Recommendation | None:
+    if data is None:
+        return None
+    return Recommendation(
+        variant=Precision(data["variant"]),
+        target_cosine=float(data["target_cosine"]),
+        cpu=str(data["cpu"]),
+        cpu_class=str(data["cpu_class"]),
+        texts_per_s={str(k): float(v) for k, v in data["texts_per_s"].items()},
+        ranking=tuple(Precision(v) for v in data["ranking"]),
+        reason=str(data["reason"]),
+    )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _plain(value: Any) -> Any:

@@ -17,7 +17,7 @@ from .backends import Backend, GraphFile, InferencePrecision, Runner, RunOptions
 from .batching import DEFAULT_BATCH_TOKENS, check_batch_tokens, plan
 from .chunking import LongTexts, combine_pooled, split, stitch
 from .compact import check_truncate_dim
-from .errors import ArtifactError, InputError, OptionError
+from .errors import ArtifactError, InputError, NonFiniteError, OptionError
 from .layers import Combine, LayerSpec, check_combination, select_layers
 from .layers import combine as combine_states
 from .manifest import HeadKind, Manifest, Pooling, Precision, Variant
@@ -26,7 +26,7 @@ from .outputs import TokenEmbeddings, TokenInfo, WordEmbeddings, WordMerge, merg
 from .pooling import l2_normalize, pool
 from .progress import ProgressBar
 from .prompts import DOCUMENT_NAMES, QUERY_NAMES
-from .session import Device, TensorRTSettings, resolve_device
+from .session import Device, FallbackWarning, TensorRTSettings, resolve_device
 from .tasks import Classification, Ranked, Tagging, classify_rows, ranked, relevance, require_head, tag_words
 from .tokenization import Batch, TextInput, check_inputs, check_texts, is_pair, is_truncated
 
@@ -64,6 +64,8 @@ class Model:
         self.batch_tokens = check_batch_tokens(batch_tokens)
         self.path = Path(path)
         self.manifest = Manifest.load(self.path)
+        if isinstance(variant, str) and variant == AUTO:
+            variant = auto_variant(self.manifest, device)
         self.variant: Variant = self.manifest.variant(variant)
         graph = variant_graph(self.path, self.variant)
         requested = _device_for(self.variant, graph, device)
@@ -112,7 +114,9 @@ class Model:
 
         Args:
             path: The artifact folder (it holds bertx.json).
-            variant: fp32 (default), int8, fp16 or bf16.
+            variant: fp32 (default), int8, fp16, bf16, or auto: the variant the export measured fastest
+                at its target accuracy on the exporting CPU (`bertx info` shows it), or the next one
+                where this CPU or installation cannot run it (a `FallbackWarning` says why).
             device: "cpu" (onnxruntime), "cuda", "tensorrt", "openvino" (extra `bertx[openvino]`), or
                 "auto" (CUDA when available, else CPU). Default: the engine the variant was built for
                 (the manifest's `backend`: OpenVINO for bf16 and for an INT8 variant made by NNCF).
@@ -629,7 +633,17 @@ class Model:
                 bar.close()
 
     def _run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.runner.run(names, feeds)
+        """Run one batch; a NaN or infinity on a real token is an error, never part of a result."""
+        arrays = self.runner.run(names, feeds)
+        for name, array in zip(names, arrays):
+            if not np.isfinite(array).all() and not _finite_where_real(array, feeds.get("attention_mask")):
+                texts = len(next(iter(feeds.values())))
+                raise NonFiniteError(
+                    f"the {self.variant.precision.value} variant on {self.device.value} returned NaN or infinity in "
+                    f"{name} for a batch of {texts} text(s) of {self.path.name}; no vector was returned. Try "
+                    "another variant or device; with OpenVINO, deleting the artifact's ov-cache/ forces a fresh compile"
+                )
+        return arrays
 
     def __repr__(self) -> str:
         return (
@@ -648,6 +662,54 @@ def _caller_stacklevel() -> int:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
         frame, level = frame.f_back, level + 1
     return level
+
+
+AUTO = "auto"
+
+
+def auto_variant(manifest: Manifest, device: Device | str | None) -> Precision:
+    """The variant `variant="auto"` loads: the manifest's recommendation when this CPU and installation can
+    run it, else the next of its ranking that can (with a `FallbackWarning`), else fp32."""
+    recommended = manifest.recommended
+    if recommended is None:
+        return Precision.FP32
+    if device is not None and str(getattr(device, "value", device)) not in ("cpu", "openvino", "auto"):
+        return Precision.FP32  # the recommendation was measured on a CPU
+    reasons: list[str] = []
+    for precision in recommended.ranking:
+        if precision not in manifest.variants:
+            continue
+        why = _cannot_run(manifest.variants[precision])
+        if why is None:
+            if reasons:
+                warnings.warn(
+                    f"variant='auto': {'; '.join(reasons)}; loading the {precision.value} variant instead",
+                    FallbackWarning,
+                    stacklevel=_caller_stacklevel(),
+                )
+            return precision
+        reasons.append(f"the {precision.value} variant {why}")
+    return Precision.FP32
+
+
+def _cannot_run(variant: Variant) -> str | None:
+    """Why this machine cannot run a variant (OpenVINO missing, no bf16 instructions), or None."""
+    import importlib.util
+
+    from .cpu import cpu_info
+
+    if variant.backend == Backend.OPENVINO.value and importlib.util.find_spec("openvino") is None:
+        return "needs OpenVINO (pip install 'bertx[openvino]')"
+    if variant.inference_precision == InferencePrecision.BF16.value and not cpu_info().bf16:
+        return "needs bf16 instructions (AVX-512 BF16 or AMX), which this CPU lacks"
+    return None
+
+
+def _finite_where_real(array: np.ndarray, mask: np.ndarray | None) -> bool:
+    """Whether a token-shaped output is finite on the real (unpadded) tokens; padding may hold anything."""
+    if mask is None or array.shape[:2] != mask.shape:
+        return False
+    return bool(np.isfinite(array[mask.astype(bool)]).all())
 
 
 def variant_graph(folder: Path, variant: Variant) -> GraphFile:

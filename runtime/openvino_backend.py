@@ -7,16 +7,23 @@ bf16 by itself on such CPUs, which would make an "fp32" result silently less exa
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import queue
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .backends import InferencePrecision, RunOptions
-from .errors import ArtifactError, MissingDependencyError, OptionError
+from .cpu import cpu_info
+from .errors import ArtifactError, MissingDependencyError, NonFiniteError, OptionError
 from .session import Device, resolve_threads
+
+logger = logging.getLogger("bertx")
 
 INSTALL = "pip install 'bertx[openvino]'"
 # OpenVINO's CPU plugin keeps the kernels it prepared for each input shape it has seen, up to 5,000
@@ -66,17 +73,21 @@ class OpenVINORunner:
             config["INFERENCE_NUM_THREADS"] = threads
         cache = _cache_dir(options.cache_dir) if options.cache_dir is not None else None
         if cache is not None:
-            config["CACHE_DIR"] = str(cache)
-        try:
-            self._compiled = core.compile_model(str(path), "CPU", config)
-        except RuntimeError as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ArtifactError(
-                f"OpenVINO {ov.get_version().split('-')[0]} cannot load {path.name}: {first}. "
-                "A graph built for onnxruntime's INT8 kernels runs on onnxruntime only (device='cpu')"
-            ) from exc
-        self.precision = precision
+            cache = cache / cache_key(ov.get_version(), config)
+        self._compiled = _compile(core, path, config, cache)
         self._inputs = tuple(port.get_any_name() for port in self._compiled.inputs)
+        if cache is not None and not _finite_probe(self._compiled, self._inputs):
+            # A blob that loads but computes garbage (one written for other settings, or by a build whose
+            # kernels differ) must never serve: drop it, compile afresh and check again.
+            logger.warning("OpenVINO's cached %s compile of %s returned NaN; rebuilding it", precision.value, path.name)
+            shutil.rmtree(cache, ignore_errors=True)
+            self._compiled = _compile(core, path, config, cache)
+        if not _finite_probe(self._compiled, self._inputs):
+            raise NonFiniteError(
+                f"OpenVINO {ov.get_version().split('-')[0]} computes NaN or infinity for {path.name} in "
+                f"{precision.value} on this CPU ({cpu_info().model}); use another variant or device='cpu'"
+            )
+        self.precision = precision
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     @property
@@ -93,6 +104,61 @@ class OpenVINORunner:
             return [np.array(request.get_tensor(name).data, dtype=np.float32) for name in outputs]
         finally:
             self._requests.put(request)
+
+
+def cache_key(version: str, config: dict[str, Any]) -> str:
+    """The folder, inside the cache, for compiles of one OpenVINO build, CPU and set of settings.
+
+    OpenVINO's own blob key does not cover every setting: a blob written by an f32 compile was found
+    and used by a later bf16 compile of the same file, which then returned NaN for every text. Each
+    combination of version, CPU flags and compile settings therefore gets a folder of its own.
+    """
+    cpu = cpu_info()
+    facts = {"openvino": version, "cpu": cpu.model, "flags": cpu.flags_key, "config": config}
+    digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    precision = str(config.get("INFERENCE_PRECISION_HINT", "default"))
+    return f"{version.split('-')[0]}-{precision}-{digest}"
+
+
+def _compile(core: Any, path: Path, config: dict[str, Any], cache: Path | None) -> Any:
+    """Compile `path` (through the cache folder when there is one). A cached blob that fails to load is
+    deleted and the model compiled again from the file."""
+    import openvino as ov
+
+    settings = dict(config, CACHE_DIR=str(cache)) if cache is not None else config
+    try:
+        return core.compile_model(str(path), "CPU", settings)
+    except RuntimeError as exc:
+        if cache is not None and cache.is_dir():
+            logger.warning("OpenVINO could not use its cached compile of %s (%s); rebuilding it", path.name, exc)
+            shutil.rmtree(cache, ignore_errors=True)
+            try:
+                return core.compile_model(str(path), "CPU", settings)
+            except RuntimeError as again:
+                exc = again
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ArtifactError(
+            f"OpenVINO {ov.get_version().split('-')[0]} cannot load {path.name}: {first}. "
+            "A graph built for onnxruntime's INT8 kernels runs on onnxruntime only (device='cpu')"
+        ) from exc
+
+
+def _finite_probe(compiled: Any, inputs: tuple[str, ...]) -> bool:
+    """Whether one short batch of two texts, the second padded, comes out finite on every output (token
+    ids small enough for any vocabulary)."""
+    mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=np.int64)
+    ids = np.array([[2, 5, 7, 3], [2, 3, 1, 1]], dtype=np.int64)
+    feeds = {}
+    for name in inputs:
+        if name == "attention_mask":
+            feeds[name] = mask
+        elif name == "input_ids":
+            feeds[name] = ids
+        else:
+            feeds[name] = np.zeros_like(ids)
+    request = compiled.create_infer_request()
+    request.infer(feeds)
+    return all(bool(np.isfinite(request.get_tensor(port).data).all()) for port in compiled.outputs)
 
 
 def _cache_dir(wanted: Path) -> Path | None:

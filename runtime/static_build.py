@@ -173,7 +173,7 @@ def _piece_vectors(
                 "token_type_ids": np.zeros_like(input_ids),
             }
             feeds = {name: by_name[name] for name in model.manifest.inputs}
-            fetched = dict(zip(wanted, model.runner.run(names, feeds)))
+            fetched = dict(zip(wanted, model._run(names, feeds)))
             states = [np.asarray(fetched[i][:, 1, :], dtype=np.float32) for i in layers]
             vectors[chunk] = combine_states(states, how, weights)
             if bar is not None:

@@ -123,11 +123,26 @@ def test_recipes_follow_the_cpu() -> None:
         named_recipe("int4", VNNI)
 
 
-def test_ladder_ends_with_every_node() -> None:
-    from bertx.exporter.int8 import _ladder
+def test_ladder_finds_the_fewest_passing_nodes_in_few_steps() -> None:
+    from types import SimpleNamespace
 
-    assert _ladder(24)[:8] == [1, 2, 3, 4, 5, 6, 7, 8] and _ladder(24)[-1] == 24
-    assert _ladder(3) == [1, 2, 3]
+    from bertx.exporter.int8_search import Search
+
+    for nodes, fewest in ((24, 7), (24, 1), (24, 24), (3, 2), (1, 1)):
+        tried: list[int] = []
+
+        def measure(k: int, fewest: int = fewest, tried: list[int] = tried) -> SimpleNamespace:
+            tried.append(k)
+            return SimpleNamespace(meets_target=k >= fewest)
+
+        Search._ladder(SimpleNamespace(progress=lambda message: None), nodes, measure, "test")  # type: ignore[arg-type]
+        assert min(k for k in tried if k >= fewest) == fewest and tried[0] == nodes
+        assert len(tried) <= 2 + nodes.bit_length()
+    never: list[int] = []
+    Search._ladder(
+        SimpleNamespace(progress=print), 24, lambda k: never.append(k) or SimpleNamespace(meets_target=False), "t"
+    )  # type: ignore[arg-type,func-returns-value]
+    assert never == [24]  # all accurate misses the target: no step can pass
 
 
 def test_calibration_file_is_checked(tmp_path: Path) -> None:

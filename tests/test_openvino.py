@@ -41,7 +41,7 @@ def test_fp32_on_openvino_matches_pytorch_hidden_states(minilm_artifact: Path, m
 
 def test_compiled_models_are_cached(minilm_artifact: Path) -> None:
     bertx.Model.from_pretrained(minilm_artifact, device="openvino")
-    blobs = sorted((minilm_artifact / "ov-cache").glob("*.blob"))
+    blobs = sorted((minilm_artifact / "ov-cache").glob("*/*.blob"))
     assert blobs
     before = {p: p.stat().st_mtime_ns for p in blobs}
     bertx.Model.from_pretrained(minilm_artifact, device="openvino").encode(["again"])
@@ -118,7 +118,7 @@ def test_nncf_variant_runs_on_openvino_close_to_pytorch(nncf_artifact: Path, tin
 
 
 def test_ffn_output_projections_are_found(nncf_artifact: Path, tiny_bert: Path, tmp_path: Path) -> None:
-    from bertx.exporter.int8_openvino import ffn_out_matmuls, plain_nodes
+    from bertx.exporter.int8_openvino import ffn_out_matmuls
     from bertx.exporter.onnx_export import export_onnx, read_model_facts
     from bertx.exporter.resolve import resolve_model
 
@@ -127,17 +127,19 @@ def test_ffn_output_projections_are_found(nncf_artifact: Path, tiny_bert: Path, 
     names = ffn_out_matmuls(exported)
     assert len(names) == 2 and all("output/dense" in n for n in names)
 
-    # The onnxruntime ranking names fused nodes; a fused Attention stands for its layer's absorbed MatMuls.
-    import onnx
+    # The ladder's units: each layer's attention MatMuls together, every other quantized MatMul alone.
+    import openvino as ov
 
-    plain = [n.name for n in onnx.load(str(exported)).graph.node if n.op_type == "MatMul"]
-    fused = [n for n in onnx.load(str(nncf_artifact / "model.onnx")).graph.node]
-    attention = [n.name for n in fused if n.op_type == "Attention"]
-    assert len(attention) == 2
-    groups = plain_nodes(exported, nncf_artifact / "model.onnx", [attention[1], plain[-1], "no/such/node"])
-    layer1_self = [n for n in plain if "/layer.1/attention/self/" in n]
-    assert groups == [layer1_self, [plain[-1]]]
-    assert len(layer1_self) >= 4  # query, key, value and the attention products
+    from bertx.exporter.int8_openvino import _quantized_matmuls, matmul_groups, restore
+
+    model = ov.Core().read_model(str(nncf_artifact / "model.int8.xml"))
+    groups = matmul_groups(model)
+    attention = [g for g in groups if any("/attention/self/" in n for n in g)]
+    assert len(attention) == 2 and all(len(g) >= 3 for g in attention)
+    assert not any(n in names for g in groups for n in g)  # the FFN outputs are not quantized in this recipe
+    restored = restore(model, attention[0])
+    assert _quantized_matmuls(restored) == _quantized_matmuls(model) - len(attention[0])
+    assert _quantized_matmuls(model) == sum(len(g) for g in groups)  # the original is left as it was
 
 
 def test_openvino_mixed_keeps_the_most_sensitive_nodes(
@@ -149,7 +151,7 @@ def test_openvino_mixed_keeps_the_most_sensitive_nodes(
     artifact = export_tiny(tiny_bert, int8=True, int8_options=options)
     quant = bertx.Manifest.load(artifact).variants[bertx.Precision.INT8].quantization or {}
     assert quant["recipe"] == "openvino-mixed-2" and "2 most sensitive nodes" in quant["description"]
-    assert len(quant["sensitivity"]) >= 2
+    assert len(quant["openvino_sensitivity"]) >= 2
     fixed = bertx.Manifest.load(nncf_artifact).variants[bertx.Precision.INT8].quantization or {}
     # The same recipe without the ladder keeps only the FFN output projections out of INT8.
     assert int(quant["nodes"]["accurate MatMuls"]) >= int(fixed["nodes"]["accurate MatMuls"]) + 2
@@ -167,3 +169,54 @@ def test_corrupt_bin_is_caught_before_loading(nncf_artifact: Path, tmp_path: Pat
         handle.write(b"\0")
     with pytest.raises(bertx.ArtifactError, match=r"model\.int8\.bin"):
         bertx.Model.from_pretrained(broken, variant="int8")
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 instructions")
+@pytest.mark.parametrize("order", [("f32", "bf16"), ("bf16", "f32")])
+def test_cache_keeps_precisions_apart_in_both_load_orders(
+    minilm_artifact: Path, minilm_source: Path, tmp_path: Path, order: tuple[str, str]
+) -> None:
+    """An f32 compile's blob was once found by a later bf16 load of the same file, which returned NaN."""
+    import shutil
+
+    artifact = tmp_path / "artifact"
+    shutil.copytree(minilm_artifact, artifact, ignore=shutil.ignore_patterns("ov-cache"))
+    expected = torch_sentence_embeddings(minilm_source, TEXTS, 256, "mean", True)
+    loads = {"f32": {"device": "openvino"}, "bf16": {"variant": "bf16"}}
+    for _ in range(2):  # the second pass reads every blob back
+        for name in order:
+            vectors = bertx.Model.from_pretrained(artifact, threads=2, **loads[name]).encode(TEXTS)
+            assert np.isfinite(vectors).all()
+            assert cosines(vectors, expected).min() >= (0.99999 if name == "f32" else 0.999)
+    folders = sorted(p.name for p in (artifact / "ov-cache").iterdir())
+    assert len(folders) == 2 and {f.split("-")[1] for f in folders} == {"f32", "bf16"}
+    assert all(list((artifact / "ov-cache" / f).glob("*.blob")) for f in folders)
+
+
+def test_corrupt_cached_blob_is_rebuilt(minilm_artifact: Path, minilm_source: Path, tmp_path: Path) -> None:
+    import shutil
+
+    artifact = tmp_path / "artifact"
+    shutil.copytree(minilm_artifact, artifact, ignore=shutil.ignore_patterns("ov-cache"))
+    bertx.Model.from_pretrained(artifact, device="openvino", threads=2)
+    blobs = list((artifact / "ov-cache").glob("*/*.blob"))
+    assert blobs
+    for blob in blobs:
+        blob.write_bytes(b"\xff" * 4096)
+    vectors = bertx.Model.from_pretrained(artifact, device="openvino", threads=2).encode(TEXTS)
+    expected = torch_sentence_embeddings(minilm_source, TEXTS, 256, "mean", True)
+    assert cosines(vectors, expected).min() >= 0.99999
+
+
+def test_cache_key_follows_every_setting() -> None:
+    from bertx.openvino_backend import cache_key
+
+    base = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1}
+    keys = {
+        cache_key("2026.4.1-1", base),
+        cache_key("2026.4.1-1", {**base, "INFERENCE_PRECISION_HINT": "bf16"}),
+        cache_key("2026.5.0-1", base),
+        cache_key("2026.4.1-1", {**base, "NUM_STREAMS": 2}),
+    }
+    assert len(keys) == 4
+    assert cache_key("2026.4.1-1", base) == cache_key("2026.4.1-1", dict(reversed(base.items())))

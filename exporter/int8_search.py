@@ -1,0 +1,452 @@
+"""`--int8 auto`: the fastest INT8 graph that meets the target, found by measuring as few as possible.
+
+Each engine (onnxruntime, OpenVINO through NNCF) offers a chain of recipes from the fastest and least
+accurate to the slowest and most accurate; the `mixed` ladders continue each chain by taking the most
+sensitive nodes out of INT8 one more at a time. Two measured facts prune the search:
+
+1. an engine's all-INT8 graph is its fastest: once another engine has a candidate that meets the target
+   and runs faster than that (by more than the timing noise), nothing more of the slower engine is built;
+2. along a chain accuracy grows and speed falls, so the first recipe that meets the target is that
+   chain's choice: the ones after it are not built, and the ladders are searched by doubling then
+   bisecting the number of accurate nodes instead of step by step.
+
+Every candidate built is measured in full: the proof (batched as the runtime batches and one text at a
+time, against PyTorch) and its speed; the candidates that meet the target are timed again side by side
+before the fastest is kept. What was pruned, and why, goes into the manifest with the measured table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bertx.backends import Backend, GraphFile
+from bertx.cpu import CpuInfo
+from bertx.errors import ExportError
+from bertx.pooling import cosine_rows
+
+from . import int8_openvino as ov_int8
+from .int8 import (
+    Candidate,
+    Int8Context,
+    Int8Options,
+    calibration_facts,
+    choose,
+    pooled_on,
+    proof_measure,
+    throughput,
+    time_passing_again,
+    typed_graph,
+)
+from .int8_recipes import NodeMethod, Recipe, build, mixed_recipe, named_recipe, node_methods, recipes_for
+from .outliers import split_outlier_units
+from .smoothing import quantizable_nodes, smooth
+
+MARGIN = 0.03  # speeds closer than this are within a 2-core machine's timing noise
+_FASTEST = "dynamic-per-tensor"  # the onnxruntime chain's head: its fastest kernels
+
+
+def quantize_int8(
+    context: Int8Context,
+    cpu: CpuInfo,
+    options: Int8Options,
+    progress: Callable[[str], None] = lambda message: None,
+) -> tuple[GraphFile, dict[str, Any]]:
+    """Build INT8 candidates, measure them and return the chosen graph and the manifest settings.
+
+    Raises:
+        ExportError: a recipe failed to build, or no candidate met the target (without
+            `allow_below_target`); the message holds the measured table.
+    """
+    started = time.perf_counter()
+    search = Search(context, cpu, options, progress)
+    if options.recipe == "auto":
+        search.auto()
+    else:
+        search.fixed(options.recipe)
+    final_round = time_passing_again(search.candidates, context, progress)
+    chosen, path, methods = choose(search.candidates, options)
+    return path, search.settings(chosen, path, methods, final_round, time.perf_counter() - started)
+
+
+class Search:
+    """The candidates built so far, with what each engine's search has learnt."""
+
+    def __init__(self, context: Int8Context, cpu: CpuInfo, options: Int8Options, progress: Callable[[str], None]):
+        import onnx
+
+        self.context, self.cpu, self.options, self.progress = context, cpu, options, progress
+        self.typed = typed_graph(context.fused, context.work_dir)
+        self.base = onnx.load(str(self.typed))
+        self.fp32_speed = throughput(GraphFile(context.fused), context)
+        self.candidates: list[tuple[Candidate, GraphFile, dict[str, str]]] = []
+        self.failed: dict[str, str] = {}
+        self.pruned: dict[str, str] = {}
+        self.ranking: list[tuple[str, float]] = []  # onnxruntime: node, end-to-end loss when only it is INT8
+        self.openvino_ranking: list[tuple[list[str], float]] = []  # MatMul group, loss gained by restoring it
+        self._prepared: dict[tuple[float | None, int], tuple[Path, int, int]] = {}
+        self._openvino_base: Any = None
+
+    # -- the two ways in ---------------------------------------------------------------------------
+
+    def auto(self) -> None:
+        """Measure each engine's fastest graph, then walk the chains, the faster engine first."""
+        chains: list[tuple[float, Callable[[float], None]]] = []
+        openvino_reason = ov_int8.unavailable(self.cpu)
+        if Backend.OPENVINO in self.options.engines:
+            for recipe in ov_int8.RECIPES:
+                reason = ov_int8.refused(recipe, self.cpu)
+                if reason is not None and openvino_reason is None:
+                    self._prune(recipe.name, reason)
+            if openvino_reason is not None:
+                self.progress(f"int8: OpenVINO candidates skipped: {openvino_reason}")
+            else:
+                chains.append((self._measure_openvino(ov_int8.RECIPES[0]).texts_per_s, self._openvino_chain))
+        if Backend.ONNXRUNTIME in self.options.engines:
+            first = self._try_onnxruntime(named_recipe(_FASTEST, self.cpu))
+            chains.append((first.texts_per_s if first else 0.0, self._onnxruntime_chain))
+        for ceiling, walk in sorted(chains, key=lambda chain: -chain[0]):
+            walk(ceiling)
+        if not self.candidates:
+            failures = "; ".join(f"{name}: {why}" for name, why in self.failed.items())
+            raise ExportError(
+                f"--int8 auto could build no candidate ({failures})"
+                if self.failed
+                else "--int8 auto found no candidate it could build: OpenVINO is not usable here and the search "
+                "was limited to it (--int8-engine openvino); install it or allow onnxruntime"
+            )
+
+    def fixed(self, name: str) -> None:
+        """Build and measure the one recipe `--int8 NAME` names."""
+        fixed = ov_int8.named(name)
+        if fixed is not None:
+            reason = ov_int8.refused(fixed, self.cpu)
+            if reason is not None:
+                raise ExportError(f"--int8 {name} is {reason}; use openvino-static, openvino-smooth or auto")
+            if fixed.accurate_nodes:
+                self._measure_openvino_mixed(fixed.accurate_nodes)
+            else:
+                self._measure_openvino(fixed)
+            return
+        recipe = named_recipe(name, self.cpu)
+        if recipe.mode == "mixed":
+            self._rank_onnxruntime()
+        self._measure_onnxruntime(recipe, [node for node, _ in self.ranking])
+
+    # -- the chains ---------------------------------------------------------------------------------
+
+    def _openvino_chain(self, ceiling: float) -> None:
+        """static (measured) → smooth → ffn-accurate → smooth-ffn-accurate → openvino-mixed-K."""
+        if self._passes("openvino") or self._dominated("openvino", ceiling):
+            return
+        fixed = [r for r in ov_int8.recipes_for(self.cpu) if r is not ov_int8.RECIPES[0]]
+        if not fixed:
+            return
+        # The most accurate fixed recipe first: if it misses the target the others would too.
+        last = self._measure_openvino(fixed[-1])
+        if last.meets_target:
+            for recipe in reversed(fixed[:-1]):
+                if not self._measure_openvino(recipe).meets_target:
+                    break
+            self._prune_rest([r.name for r in fixed], "a faster recipe of the same engine met the target")
+            return
+        for recipe in fixed[:-1]:
+            self._prune(recipe.name, f"less accurate than {last.recipe}, which missed the target")
+        if ov_int8.refused(ov_int8.mixed(1), self.cpu) is None:
+            self._rank_openvino()
+            self._ladder(len(self.openvino_ranking), self._measure_openvino_mixed, "openvino")
+
+    def _onnxruntime_chain(self, ceiling: float) -> None:
+        """dynamic-per-tensor (measured) → dynamic → smooth-dynamic → split-dynamic → mixed-K → blockwise;
+        the static and u8 × u8 recipes beside it only where they could still win."""
+        chain = {recipe.name: recipe for recipe in recipes_for(self.cpu)}
+        order = [
+            "dynamic",
+            "dynamic-reduce-range",
+            "smooth-dynamic",
+            "split-dynamic",
+            "ladder",
+            "blockwise",
+        ]
+        for name in order:
+            if self._passes("onnxruntime"):
+                self._prune_rest(order[order.index(name) :], "a faster recipe of the same engine met the target")
+                break
+            if self._dominated("onnxruntime", ceiling):
+                self._prune_rest(order[order.index(name) :], self._why_dominated("onnxruntime", ceiling))
+                return
+            if name == "ladder":
+                self._rank_onnxruntime()
+                self._ladder(len(self.ranking), self._measure_onnxruntime_mixed, "onnxruntime")
+            elif name in chain:
+                self._try_onnxruntime(chain[name])
+        # Beside the chain: u8 × u8 avoids the u8 × s8 saturation of CPUs without VNNI, and is slower
+        # elsewhere; the static recipes share one kernel, so the first one's speed bounds the others.
+        if self.cpu.vnni or self.cpu.machine in ("aarch64", "arm64"):
+            self._prune("dynamic-u8u8", "u8 × u8 kernels are slower than u8 × s8 on CPUs with VNNI or on Arm")
+        elif not self._dominated("onnxruntime", ceiling):
+            self._try_onnxruntime(chain["dynamic-u8u8"])
+        static = [name for name in chain if name.startswith("static-")]
+        bound = ceiling
+        for name in static:
+            if self._dominated("onnxruntime", bound):
+                self._prune(name, self._why_dominated("static QDQ", bound))
+                continue
+            measured = self._try_onnxruntime(chain[name])
+            bound = measured.texts_per_s if measured is not None else bound
+
+    def _ladder(self, nodes: int, measure: Callable[[int], Candidate], engine: str) -> None:
+        """The fewest accurate nodes that meet the target: all of them first (when even that misses, no
+        step can pass), then bisection (accuracy grows with k, speed falls)."""
+        if nodes == 0 or not measure(nodes).meets_target:
+            return
+        failed, passed = 0, nodes
+        while passed - failed > 1:
+            middle = (failed + passed) // 2
+            if measure(middle).meets_target:
+                passed = middle
+            else:
+                failed = middle
+        self.progress(f"int8: {engine} ladder: {passed} accurate nodes are the fewest that meet the target")
+
+    # -- measuring ----------------------------------------------------------------------------------
+
+    def _measure_onnxruntime(self, recipe: Recipe, order: Sequence[str] = ()) -> Candidate:
+        source = self._source_graph(recipe)
+        methods = node_methods(self.base, recipe, order)
+        out = self.context.work_dir / f"int8-{recipe.name}.onnx"
+        build(recipe, source, methods, out, self.context.calibration, self.context.input_names)
+        counts = {method: sum(1 for m in methods.values() if m is method) for method in NodeMethod}
+        counted = (
+            counts[NodeMethod.FP32],
+            counts[NodeMethod.BLOCKWISE],
+            counts[NodeMethod.DYNAMIC] + counts[NodeMethod.STATIC],
+        )
+        plain = {key: m.value for key, m in methods.items()}
+        return self._record(recipe.name, recipe.describe(), GraphFile(out), plain, counted)
+
+    def _measure_onnxruntime_mixed(self, k: int) -> Candidate:
+        return self._measure_onnxruntime(mixed_recipe(self.cpu, k), [node for node, _ in self.ranking])
+
+    def _try_onnxruntime(self, recipe: Recipe) -> Candidate | None:
+        """A fixed recipe in `auto`: one the quantizer cannot build leaves the others to choose from."""
+        try:
+            return self._measure_onnxruntime(recipe)
+        except ExportError as exc:
+            self.failed[recipe.name] = str(exc)
+            self.progress(f"int8: {recipe.name:<20} skipped: {exc}")
+            return None
+
+    def _measure_openvino(self, recipe: ov_int8.OpenVINORecipe) -> Candidate:
+        model = ov_int8.quantize_model(
+            recipe, self.context.exported, self.context.calibration, self.context.input_names, self.cpu
+        )
+        if recipe.keep_ffn_out and recipe.smooth_alpha is not None:
+            self._openvino_base = model  # the mixed ladder's starting point
+        return self._record_openvino(recipe, model)
+
+    def _measure_openvino_mixed(self, k: int) -> Candidate:
+        self._rank_openvino()
+        groups = [group for group, _ in self.openvino_ranking[:k]]
+        model = ov_int8.restore(self._openvino_base, [name for group in groups for name in group])
+        return self._record_openvino(ov_int8.mixed(k), model)
+
+    def _record_openvino(self, recipe: ov_int8.OpenVINORecipe, model: Any) -> Candidate:
+        out = self.context.work_dir / f"int8-{recipe.name}.xml"
+        graph, int8, accurate = ov_int8.save(model, out, self.cpu)
+        methods = {"int8 MatMuls": str(int8), "accurate MatMuls": str(accurate), "precision": str(graph.precision)}
+        return self._record(recipe.name, recipe.describe(), graph, methods, (accurate, 0, int8))
+
+    def _record(
+        self, name: str, description: str, graph: GraphFile, methods: dict[str, str], counted: tuple[int, int, int]
+    ) -> Candidate:
+        proof = proof_measure(graph, self.context)
+        meets = proof.meets(self.options.target_cosine)
+        # A candidate that misses the target is timed only when its speed bounds others (an engine's first).
+        timed = meets or not any(c.backend == graph.backend.value for c, _, _ in self.candidates)
+        speed = throughput(graph, self.context) if timed else 0.0
+        candidate = Candidate(
+            recipe=name,
+            description=description,
+            cosine_min=round(proof.cosine_min, 6),
+            cosine_mean=round(proof.cosine_mean, 6),
+            texts_per_s=round(speed, 1),
+            speedup=round(speed / self.fp32_speed, 3),
+            meets_target=meets,
+            fp32_nodes=counted[0],
+            blockwise_nodes=counted[1],
+            int8_nodes=counted[2],
+            backend=graph.backend.value,
+            invariance_min=round(proof.invariance_min, 6),
+        )
+        self.candidates.append((candidate, graph, methods))
+        speed_note = f"{candidate.texts_per_s:7.1f} texts/s ({candidate.speedup:.2f}× fp32)" if timed else "not timed"
+        self.progress(
+            f"int8: {name:<20} min cos {candidate.cosine_min:.4f}  mean {candidate.cosine_mean:.4f}  "
+            f"batch-invariance {candidate.invariance_min:.4f}  {speed_note}"
+        )
+        return candidate
+
+    # -- sensitivity --------------------------------------------------------------------------------
+
+    def _rank_onnxruntime(self) -> None:
+        """Each node's end-to-end loss (1 - min cosine on the calibration text, against the smoothed, split
+        fp32 graph the mixed recipes start from) with only that node dynamically quantized; most harmful
+        first. Measured once per export."""
+        if self.ranking:
+            return
+        context, recipe = self.context, mixed_recipe(self.cpu, 0)
+        source = self._source_graph(recipe)
+        reference = pooled_on(GraphFile(source), context.calibration, context)
+        names = [node.name for node in quantizable_nodes(self.base)]
+        losses = {}
+        self.progress(f"int8: measuring the sensitivity of {len(names)} onnxruntime nodes, one at a time")
+        for i, name in enumerate(names):
+            out = context.work_dir / f"int8-only{i}.onnx"
+            build(recipe, source, {name: NodeMethod.DYNAMIC}, out, context.calibration, context.input_names)
+            got = pooled_on(GraphFile(out), context.calibration, context)
+            losses[name] = 1.0 - float(np.concatenate([cosine_rows(g, r) for g, r in zip(got, reference)]).min())
+            out.unlink(missing_ok=True)
+        self.ranking = sorted(losses.items(), key=lambda item: -item[1])
+
+    def _rank_openvino(self) -> None:
+        """How much restoring each MatMul group of the mixed ladder's starting point (smoothed NNCF INT8,
+        feed-forward outputs accurate) lowers the loss on the calibration text; most helpful first.
+        Each step is a compile of the same model with one group's quantizers bypassed."""
+        if self.openvino_ranking:
+            return
+        if self._openvino_base is None:
+            recipe = ov_int8.RECIPES[-1]
+            self._openvino_base = ov_int8.quantize_model(
+                recipe, self.context.exported, self.context.calibration, self.context.input_names, self.cpu
+            )
+        context = self.context
+        reference = pooled_on(GraphFile(context.fused), context.calibration, context)
+        precision = ov_int8.precision_for(self.cpu)
+
+        def loss(model: Any) -> float:
+            got = ov_int8.pooled_in_memory(model, precision, context.calibration, context)
+            return 1.0 - float(np.concatenate([cosine_rows(g, r) for g, r in zip(got, reference)]).min())
+
+        groups = ov_int8.matmul_groups(self._openvino_base)
+        self.progress(f"int8: measuring the sensitivity of {len(groups)} OpenVINO MatMul groups, one at a time")
+        start = loss(self._openvino_base)
+        gains = [(group, start - loss(ov_int8.restore(self._openvino_base, group))) for group in groups]
+        self.openvino_ranking = sorted(gains, key=lambda item: -item[1])
+
+    # -- bookkeeping --------------------------------------------------------------------------------
+
+    def _source_graph(self, recipe: Recipe) -> Path:
+        """The graph `recipe` quantizes: the typed one, smoothed and/or split as it says (built once)."""
+        key = (recipe.smooth_alpha, recipe.outlier_units)
+        if key == (None, 0):
+            return self.typed
+        if key not in self._prepared:
+            import onnx
+
+            model, smoothed, split = self.base, 0, 0
+            context = self.context
+            if recipe.smooth_alpha is not None:
+                model, smoothed = smooth(model, context.calibration, context.input_names, recipe.smooth_alpha)
+            if recipe.outlier_units:
+                model, split = split_outlier_units(
+                    model, context.calibration, context.input_names, recipe.outlier_units
+                )
+            path = context.work_dir / f"int8-prepared-{len(self._prepared)}.onnx"
+            onnx.save(model, str(path))
+            self._prepared[key] = (path, smoothed, split)
+        return self._prepared[key][0]
+
+    def _passes(self, engine: str) -> bool:
+        return any(c.meets_target and c.backend == engine for c, _, _ in self.candidates)
+
+    def _best(self) -> Candidate | None:
+        passing = [c for c, _, _ in self.candidates if c.meets_target]
+        return max(passing, key=lambda c: c.texts_per_s) if passing else None
+
+    def _dominated(self, engine: str, ceiling: float) -> bool:
+        best = self._best()
+        return best is not None and best.backend != engine and ceiling < best.texts_per_s * (1 - MARGIN)
+
+    def _why_dominated(self, what: str, ceiling: float) -> str:
+        best = self._best()
+        assert best is not None  # only asked after _dominated said so
+        return (
+            f"{what}'s fastest INT8 ran at {ceiling:.1f} texts/s, below {best.recipe} "
+            f"({best.texts_per_s:.1f}), which meets the target"
+        )
+
+    def _prune(self, name: str, reason: str) -> None:
+        if name not in self.pruned and not any(c.recipe == name for c, _, _ in self.candidates):
+            self.pruned[name] = reason
+            self.progress(f"int8: {name:<20} not built: {reason}")
+
+    def _prune_rest(self, names: Sequence[str], reason: str) -> None:
+        for name in names:
+            if name == "ladder":
+                self._prune("mixed-K", reason)
+            elif name in {r.name for r in recipes_for(self.cpu)} or ov_int8.named(name) is not None:
+                self._prune(name, reason)
+
+    def settings(
+        self,
+        chosen: Candidate,
+        path: GraphFile,
+        methods: dict[str, str],
+        final_round: dict[str, Any] | None,
+        seconds: float,
+    ) -> dict[str, Any]:
+        """What the manifest records of the search; the candidates not chosen are deleted."""
+        on_openvino = path.backend is Backend.OPENVINO
+        smoothed, split, units = 0, 0, 0
+        if not on_openvino:
+            recipe = named_recipe(chosen.recipe, self.cpu)
+            units = recipe.outlier_units
+            _, smoothed, split = self._prepared.get((recipe.smooth_alpha, recipe.outlier_units), (None, 0, 0))
+        for _, other, _ in self.candidates:
+            if other.path != path.path:
+                other.path.unlink(missing_ok=True)
+                other.path.with_suffix(".bin").unlink(missing_ok=True)
+        context, cpu = self.context, self.cpu
+        return {
+            "tool": "nncf (OpenVINO)" if on_openvino else "onnxruntime.quantization",
+            "backend": path.backend.value,
+            "mode": "auto" if self.options.recipe == "auto" else "fixed",
+            "recipe": chosen.recipe,
+            "description": chosen.description,
+            "preset": cpu.int8_preset,
+            "cpu_class": cpu.cpu_class,
+            "chosen_for_cpu": cpu.model,
+            "cpu_features": {
+                "machine": cpu.machine,
+                "avx2": cpu.avx2,
+                "avx512": cpu.avx512,
+                "vnni": cpu.vnni,
+                "bf16": cpu.bf16,
+                "amx": cpu.amx,
+            },
+            "target_cosine": self.options.target_cosine,
+            "meets_target": chosen.meets_target,
+            "held_out": {
+                "texts": context.proof.texts,
+                "reference": "PyTorch fp32",
+                "embedded": "in the runtime's batches and one at a time",
+            },
+            "calibration": calibration_facts(self.options.calibration_file, context.calibration),
+            "smoothed_inputs": smoothed,
+            "outlier_units": {"per_block": units, "blocks": split},
+            "fp32_texts_per_s": round(self.fp32_speed, 1),
+            "final_round": final_round,
+            "candidates": [asdict(c) for c, _, _ in self.candidates],
+            "failed_recipes": self.failed,
+            "pruned": self.pruned,
+            "nodes": methods,
+            "sensitivity": {name: round(loss, 6) for name, loss in self.ranking},
+            "openvino_sensitivity": {" + ".join(group): round(gain, 6) for group, gain in self.openvino_ranking},
+            "search_seconds": round(seconds, 1),
+        }
