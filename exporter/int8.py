@@ -18,7 +18,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,12 @@ import numpy as np
 from bertx.artifact import sha256_file
 from bertx.backends import Backend, GraphFile, open_graph
 from bertx.errors import ExportError, InputFileError
-from bertx.manifest import Architecture, Defaults
+from bertx.manifest import Defaults
 from bertx.pooling import pool
 from bertx.tokenization import Batch, TextEncoder
 
 from .onnx_export import quiet
-from .proof import ProofMeasure, ProofSet, build_proof, in_text_order
+from .proof import ProofMeasure, ProofSet, builtin_texts, in_text_order
 from .proof import measure as measure_proof
 
 DEFAULT_TARGET = 0.995
@@ -50,8 +49,7 @@ def calibration_texts(path: Path | None = None) -> list[str]:
         InputFileError: the file is missing, unreadable or has fewer than 8 non-empty lines.
     """
     if path is None:
-        data = resources.files("bertx.exporter").joinpath("data/calibration_sentences.txt").read_text(encoding="utf-8")
-        return [line for line in data.splitlines() if line.strip()]
+        return builtin_texts("calibration_sentences.txt")
     try:
         data = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -233,21 +231,25 @@ def make_context(
     input_names: Sequence[str],
     last_output: str,
     defaults: Defaults,
-    architecture: Architecture,
     source_path: Path,
-    proof_texts: Sequence[str],
+    proof: ProofSet,
     calibration_file: Path | None,
 ) -> Int8Context:
-    """Tokenize the calibration, proof and speed texts and compute the PyTorch reference."""
+    """Tokenize the calibration and speed texts and compute the PyTorch reference on the proof set."""
     calibration = _batches(encoder, calibration_texts(calibration_file), _BATCH)
-    proof = build_proof(encoder, proof_texts, architecture)
-    sample = [*calibration_texts(None), *proof_texts][:_SPEED_TEXTS]
-    speed = _batches(encoder, sample, _SPEED_BATCH)
+    speed = speed_sample(encoder)
     reference = in_text_order(proof, _torch_pooled(source_path, proof.batches, input_names, defaults))
     work_dir.mkdir(parents=True, exist_ok=True)
     return Int8Context(
         fused, exported, work_dir, tuple(input_names), last_output, defaults, calibration, proof, reference, speed
     )
+
+
+def speed_sample(encoder: TextEncoder) -> tuple[Batch, ...]:
+    """The texts every speed in an export is measured on: built-in calibration and parity sentences,
+    batches of 32, longest first."""
+    texts = [*calibration_texts(None), *builtin_texts("parity_sentences.txt")][:_SPEED_TEXTS]
+    return _batches(encoder, texts, _SPEED_BATCH)
 
 
 def _batches(encoder: TextEncoder, texts: Sequence[str], size: int) -> tuple[Batch, ...]:

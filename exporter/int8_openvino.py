@@ -36,7 +36,6 @@ from .onnx_export import quiet
 PREFIX = "openvino-"
 MIXED = f"{PREFIX}mixed-"
 SMOOTH_ALPHA = 0.5
-MAX_MIXED_NODES = 8  # the ladder's last step: each costs an NNCF build, and the graph nears plain bf16
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,11 @@ def named(name: str) -> OpenVINORecipe | None:
     if count != name and count.isdigit() and int(count) > 0:
         return mixed(int(count))
     return next((r for r in RECIPES if r.name == name), None)
+
+
+# The mixed ladder's starting point: smoothed, feed-forward outputs accurate (its quantizers are bypassed
+# group by group from there).
+LADDER_BASE = RECIPES[-1]
 
 
 def refused(recipe: OpenVINORecipe, cpu: CpuInfo) -> str | None:

@@ -246,8 +246,8 @@ class Search:
         model = ov_int8.quantize_model(
             recipe, self.context.exported, self.context.calibration, self.context.input_names, self.cpu
         )
-        if recipe.keep_ffn_out and recipe.smooth_alpha is not None:
-            self._openvino_base = model  # the mixed ladder's starting point
+        if recipe == ov_int8.LADDER_BASE:
+            self._openvino_base = model
         return self._record_openvino(recipe, model)
 
     def _measure_openvino_mixed(self, k: int) -> Candidate:
@@ -321,9 +321,8 @@ class Search:
         if self.openvino_ranking:
             return
         if self._openvino_base is None:
-            recipe = ov_int8.RECIPES[-1]
             self._openvino_base = ov_int8.quantize_model(
-                recipe, self.context.exported, self.context.calibration, self.context.input_names, self.cpu
+                ov_int8.LADDER_BASE, self.context.exported, self.context.calibration, self.context.input_names, self.cpu
             )
         context = self.context
         reference = pooled_on(GraphFile(context.fused), context.calibration, context)
@@ -422,14 +421,7 @@ class Search:
             "preset": cpu.int8_preset,
             "cpu_class": cpu.cpu_class,
             "chosen_for_cpu": cpu.model,
-            "cpu_features": {
-                "machine": cpu.machine,
-                "avx2": cpu.avx2,
-                "avx512": cpu.avx512,
-                "vnni": cpu.vnni,
-                "bf16": cpu.bf16,
-                "amx": cpu.amx,
-            },
+            "cpu_features": {key: value for key, value in asdict(cpu).items() if key != "model"},
             "target_cosine": self.options.target_cosine,
             "meets_target": chosen.meets_target,
             "held_out": {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,6 @@ import numpy as np
 from bertx.backends import GraphFile, open_graph
 from bertx.errors import ExportError
 from bertx.manifest import (
-    Architecture,
     Defaults,
     Head,
     HeadKind,
@@ -32,9 +30,8 @@ from bertx.manifest import (
     Thresholds,
 )
 from bertx.pooling import cosine_rows, l2_normalize, pool
-from bertx.tokenization import TextEncoder
 
-from .proof import ProofMeasure, ProofSet, build_proof, in_text_order, invariance_limit, proof_texts
+from .proof import ProofMeasure, ProofSet, builtin_texts, in_text_order, invariance_limit
 from .proof import pooled as pooled_batches
 
 DEFAULT_THRESHOLDS: dict[Precision, Thresholds] = {
@@ -71,8 +68,7 @@ def parse_thresholds(min_cosine: Sequence[str], max_abs: float | None) -> dict[P
 
 def parity_texts() -> list[str]:
     """The built-in real sentences: short and long, punctuation, digits, accents, CJK, emoji."""
-    text = resources.files("bertx.exporter").joinpath("data/parity_sentences.txt").read_text(encoding="utf-8")
-    return [line for line in text.splitlines() if line.strip()]
+    return builtin_texts("parity_sentences.txt")
 
 
 @dataclass
@@ -91,18 +87,16 @@ class _Tally:
 
 def check_parity(
     source_path: Path,
-    encoder: TextEncoder,
     input_names: Sequence[str],
     output_names: Sequence[str],
     variants: dict[Precision, GraphFile],
     defaults: Defaults,
     thresholds: dict[Precision, Thresholds],
-    architecture: Architecture,
-    texts: Sequence[str] | None = None,
+    proof: ProofSet,
     head: Head | None = None,
     pooled: SentenceEmbeddingOutput | None = None,
 ) -> dict[Precision, ParityReport]:
-    """Run each variant's graph (with the engine it is made for) and PyTorch fp32 on the proof set and compare:
+    """Run each variant's graph (with the engine it is made for) and PyTorch fp32 on `proof` and compare:
     every hidden state in the runtime's batches, the pooled sentence vectors batched and one text at a time.
 
     With a task head, its logits are compared too: the largest difference (over real tokens for a
@@ -115,7 +109,6 @@ def check_parity(
     import torch
     import transformers
 
-    texts = list(texts) if texts is not None else proof_texts()
     auto = {
         None: transformers.AutoModel,
         HeadKind.SEQUENCE_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
@@ -126,7 +119,6 @@ def check_parity(
     in_graph = {p for p, graph in variants.items() if pooled is not None and graph.path.name in pooled.files}
     sessions = {p: open_graph(graph) for p, graph in variants.items()}
     tallies = {p: _Tally(layer_max=np.zeros(len(output_names))) for p in variants}
-    proof = build_proof(encoder, texts, architecture)
     references = []
     for batch in proof.batches:
         feeds = batch.feeds(input_names)
@@ -154,13 +146,8 @@ def check_parity(
     for precision, session in sessions.items():
         batched = in_text_order(proof, tallies[precision].vectors)
         alone = np.concatenate(pooled_batches(session, proof.singles, input_names, output_names[-1], defaults.pooling))
-        nonfinite = tallies[precision].nonfinite or not bool(np.isfinite(alone).all())
-        measures[precision] = ProofMeasure(
-            batched=np.nan_to_num(cosine_rows(batched, reference_vectors), nan=-1.0),
-            single=np.nan_to_num(cosine_rows(alone, reference_vectors), nan=-1.0),
-            invariance=np.nan_to_num(cosine_rows(batched, alone), nan=-1.0),
-            nonfinite=nonfinite,
-        )
+        measured = ProofMeasure.compare(batched, alone, reference_vectors)
+        measures[precision] = replace(measured, nonfinite=measured.nonfinite or tallies[precision].nonfinite)
     return {
         precision: _report(
             tally, measures[precision], output_names, thresholds[precision], defaults, proof, head, pooled

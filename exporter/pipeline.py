@@ -8,16 +8,13 @@ artifact is never touched without `force`.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -27,9 +24,8 @@ import bertx
 from bertx.backends import Backend, GraphFile, InferencePrecision
 from bertx.cpu import cpu_info
 from bertx.display import layer_table, parity_table, variants_table
-from bertx.errors import ExportError, OutputExistsError, ParityError, UnsupportedModelError
+from bertx.errors import ExportError, ParityError, UnsupportedModelError
 from bertx.manifest import (
-    MANIFEST_NAME,
     Manifest,
     ParityReport,
     Pooling,
@@ -42,6 +38,7 @@ from bertx.manifest import (
 )
 from bertx.tokenization import TextEncoder
 
+from .atomic import check_target, move_into_place, remove_stale_partials, scratch_folder, sigterm_as_interrupt
 from .graph_pooling import GRAPH_POOLINGS, SENTENCE_EMBEDDING, add_sentence_embedding
 from .int8 import Int8Options, calibration_texts, make_context
 from .int8_openvino import named as openvino_named
@@ -50,7 +47,7 @@ from .int8_recipes import named_recipe
 from .int8_search import quantize_int8
 from .onnx_export import export_onnx, onnx_io_names, output_names, quiet, read_model_facts, with_prompts
 from .parity import DEFAULT_THRESHOLDS, check_parity
-from .proof import proof_texts
+from .proof import build_proof, proof_texts
 from .recommend import recommend
 from .resolve import ResolvedModel, resolve_model, sha256_file
 from .variants import OptimizeLevel, fuse
@@ -58,8 +55,6 @@ from .variants import OptimizeLevel, fuse
 VARIANT_FILES = {Precision.FP32: "model.onnx", Precision.INT8: "model.int8.onnx", Precision.FP16: "model.fp16.onnx"}
 # bf16 is the fp32 graph computed in bf16 by OpenVINO: it shares model.onnx.
 VARIANT_FILES[Precision.BF16] = VARIANT_FILES[Precision.FP32]
-_PARTIAL = ".partial-"
-_REPLACED = ".replaced-"
 
 
 @dataclass(frozen=True)
@@ -155,17 +150,17 @@ def export_model(options: ExportOptions, console: Console | None = None, quiet_m
     with steps.step("resolve", options.model):
         source = resolve_model(options.model, options.allow_download)
     target = (options.output or Path("models") / source.name).absolute()
-    _remove_stale_partials(target)
-    _check_target(target, options.force)
+    remove_stale_partials(target)
+    check_target(target, options.force)
     target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = target.parent / f".{target.name}{_PARTIAL}{os.getpid()}"
+    scratch = scratch_folder(target)
     shutil.rmtree(scratch, ignore_errors=True)
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             scratch.mkdir()
             manifest = _build(options, source, scratch, steps)
-            _check_target(target, options.force)  # the export takes minutes: look again before replacing
-            _move_into_place(scratch / "artifact", target)
+            check_target(target, options.force)  # the export takes minutes: look again before replacing
+            move_into_place(scratch / "artifact", target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if not quiet_mode:
@@ -206,6 +201,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         built[Precision.FP32] = _Built({VARIANT_FILES[Precision.FP32]: fused}, settings)
     encoder = TextEncoder(artifact / "tokenizer.json", facts.defaults.max_seq_length, tokenizer.pad_token_id)
     thresholds = {**DEFAULT_THRESHOLDS, **options.thresholds}
+    proof = build_proof(encoder, proof_texts(), facts.architecture)
     if options.int8:
         cpu = cpu_info()
         recipe = options.int8_options.recipe
@@ -219,9 +215,8 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
                 inputs,
                 outputs[-1],
                 facts.defaults,
-                facts.architecture,
                 source.path,
-                proof_texts(),
+                proof,
                 options.int8_options.calibration_file,
             )
             chosen, quant = quantize_int8(context, cpu, options.int8_options, steps.note)
@@ -267,13 +262,12 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
             with quiet():
                 reports = check_parity(
                     source.path,
-                    encoder,
                     inputs,
                     outputs,
                     graphs,
                     facts.defaults,
                     thresholds,
-                    facts.architecture,
+                    proof,
                     head=facts.head,
                     pooled=pooled,
                 )
@@ -290,9 +284,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         cpu = cpu_info()
         target = options.int8_options.target_cosine
         with steps.step("recommend", f"(fp32, int8, bf16 timed side by side on this {cpu.cpu_class} CPU)"):
-            recommended = recommend(
-                graphs, reports, encoder, proof_texts(), inputs, outputs[-1], facts.architecture, cpu, target
-            )
+            recommended = recommend(graphs, reports, encoder, inputs, outputs[-1], cpu, target)
         steps.note(recommended.reason)
     variants = {
         precision: Variant(
@@ -423,82 +415,6 @@ def _export_facts(exported: Path, options: ExportOptions) -> dict[str, Any]:
         "validated": options.validate,
         "versions": versions,
     }
-
-
-def _check_target(target: Path, force: bool) -> None:
-    """Refuse a target that exists without `force`, and never replace anything but a bertx artifact."""
-    if not target.exists():
-        return
-    if not target.is_dir():
-        raise OutputExistsError(f"{target} exists and is not a folder; choose another --output")
-    if not force:
-        raise OutputExistsError(f"{target} already exists; pass --force to replace it")
-    if any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
-        raise OutputExistsError(
-            f"{target} is a folder with other content, not a bertx artifact; --force only replaces artifacts, "
-            "choose another --output"
-        )
-
-
-def _move_into_place(built: Path, target: Path) -> None:
-    """Rename the finished artifact onto `target`, keeping the old one until the new one is there."""
-    backup = target.parent / f".{target.name}{_REPLACED}{os.getpid()}"
-    if target.exists():
-        os.replace(target, backup)
-    try:
-        os.replace(built, target)
-    except BaseException:
-        if backup.exists() and not target.exists():
-            os.replace(backup, target)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
-
-
-def _remove_stale_partials(target: Path) -> None:
-    """Clean up after exports that were killed outright (their process is gone).
-
-    A scratch folder is deleted; an old artifact set aside for replacement is put back if the new
-    one never arrived, else deleted.
-    """
-    if not target.parent.is_dir():
-        return
-    for marker in (_PARTIAL, _REPLACED):
-        for leftover in target.parent.glob(f".{target.name}{marker}*"):
-            pid = leftover.name.rsplit("-", 1)[-1]
-            if not pid.isdigit() or _alive(int(pid)):
-                continue
-            if marker == _REPLACED and not target.exists():
-                os.replace(leftover, target)
-            else:
-                shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so that a terminated export cleans up after itself."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: signals cannot be handled here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_summary(console: Console, target: Path, manifest: Manifest, timings: dict[str, float]) -> None:

@@ -67,6 +67,16 @@ class ProofMeasure:
     def invariance_min(self) -> float:
         return float(np.nan_to_num(self.invariance.min(), nan=-1.0))
 
+    @classmethod
+    def compare(cls, batched: np.ndarray, single: np.ndarray, reference: np.ndarray) -> ProofMeasure:
+        """Pooled vectors in text order, batched and alone, against the reference's."""
+        return cls(
+            batched=np.nan_to_num(cosine_rows(batched, reference), nan=-1.0),
+            single=np.nan_to_num(cosine_rows(single, reference), nan=-1.0),
+            invariance=np.nan_to_num(cosine_rows(batched, single), nan=-1.0),
+            nonfinite=not (bool(np.isfinite(batched).all()) and bool(np.isfinite(single).all())),
+        )
+
     def meets(self, min_cosine: float) -> bool:
         """Every text, batched and alone, at `min_cosine` or closer to PyTorch, and batch-invariant."""
         return self.cosine_min >= min_cosine and self.invariance_min >= invariance_limit(min_cosine)
@@ -77,13 +87,15 @@ def invariance_limit(min_cosine: float) -> float:
     return 1.0 - 4.0 * (1.0 - min_cosine)
 
 
+def builtin_texts(name: str) -> list[str]:
+    """The non-empty lines of a built-in text file (`exporter/data/NAME`)."""
+    data = resources.files("bertx.exporter").joinpath(f"data/{name}").read_text(encoding="utf-8")
+    return [line for line in data.splitlines() if line.strip()]
+
+
 def proof_texts() -> list[str]:
     """The built-in proof set: the parity sentences and the varied proof texts (never the calibration text)."""
-    texts: list[str] = []
-    for name in ("parity_sentences.txt", "proof_texts.txt"):
-        data = resources.files("bertx.exporter").joinpath(f"data/{name}").read_text(encoding="utf-8")
-        texts += [line for line in data.splitlines() if line.strip()]
-    return list(dict.fromkeys(texts))
+    return list(dict.fromkeys(builtin_texts("parity_sentences.txt") + builtin_texts("proof_texts.txt")))
 
 
 def build_proof(encoder: TextEncoder, texts: Sequence[str], architecture: Architecture) -> ProofSet:
@@ -126,10 +138,4 @@ def measure(
     """`runner`'s pooled vectors on the proof set, batched as the runtime batches and alone, against `reference`."""
     batched = in_text_order(proof, pooled(runner, proof.batches, input_names, output, pooling))
     single = np.concatenate(pooled(runner, proof.singles, input_names, output, pooling))
-    nonfinite = not (bool(np.isfinite(batched).all()) and bool(np.isfinite(single).all()))
-    return ProofMeasure(
-        batched=np.nan_to_num(cosine_rows(batched, reference), nan=-1.0),
-        single=np.nan_to_num(cosine_rows(single, reference), nan=-1.0),
-        invariance=np.nan_to_num(cosine_rows(batched, single), nan=-1.0),
-        nonfinite=nonfinite,
-    )
+    return ProofMeasure.compare(batched, single, reference)

@@ -1,7 +1,7 @@
 """Which variant to load on the exporting CPU: the fastest of fp32, INT8 and bf16 that met the target.
 
-Each variant built for the CPU is timed on a sample of the proof text, in the runtime's batches, the
-variants taking their rounds in turn; a variant qualifies when its parity report (batched and one text
+Each variant built for the CPU is timed on the export's speed sample (the INT8 search's), the variants
+taking their rounds in turn; a variant qualifies when its parity report (batched and one text
 at a time) reaches the target cosine. fp16 is for GPUs and is not timed here.
 """
 
@@ -11,13 +11,11 @@ from collections.abc import Sequence
 
 from bertx.backends import GraphFile
 from bertx.cpu import CpuInfo
-from bertx.manifest import Architecture, ParityReport, Precision, Recommendation
+from bertx.manifest import ParityReport, Precision, Recommendation
 from bertx.tokenization import TextEncoder
 
-from .int8 import side_by_side
-from .proof import build_proof
+from .int8 import side_by_side, speed_sample
 
-SAMPLE_TEXTS = 96
 ROUNDS = 3
 
 
@@ -33,31 +31,34 @@ def recommend(
     graphs: dict[Precision, GraphFile],
     reports: dict[Precision, ParityReport],
     encoder: TextEncoder,
-    texts: Sequence[str],
     input_names: Sequence[str],
     output: str,
-    architecture: Architecture,
     cpu: CpuInfo,
     target: float,
 ) -> Recommendation:
-    """Time the CPU variants side by side and recommend the fastest that qualifies (fp32 always does)."""
+    """Time the CPU variants side by side and recommend the fastest that qualifies (fp32 always does; an
+    artifact with no other CPU variant is not timed)."""
     timed = {p: g for p, g in graphs.items() if p is not Precision.FP16}
-    sample = build_proof(encoder, texts[:SAMPLE_TEXTS], architecture).batches
-    speeds = dict(zip(timed, side_by_side(list(timed.values()), sample, input_names, output, ROUNDS)))
+    speeds = {Precision.FP32: 0.0}
+    if len(timed) > 1:
+        sample = speed_sample(encoder)
+        speeds = dict(zip(timed, side_by_side(list(timed.values()), sample, input_names, output, ROUNDS)))
     passing = [p for p in timed if p is Precision.FP32 or qualifies(reports.get(p), target)]
     ranking = tuple(sorted(passing, key=lambda p: -speeds[p]))
     best = ranking[0]
     others = ", ".join(f"{p.value} {speeds[p]:.1f}" for p in timed if p is not best)
     reason = (
         f"fastest variant at min cosine ≥ {target} on this {cpu.cpu_class} CPU: {best.value} {speeds[best]:.1f} "
-        f"texts/s" + (f" ({others})" if others else "")
+        f"texts/s ({others})"
+        if others
+        else "the only variant this CPU runs"
     )
     return Recommendation(
         variant=best,
         target_cosine=target,
         cpu=cpu.model,
         cpu_class=cpu.cpu_class,
-        texts_per_s={p.value: round(speeds[p], 1) for p in timed},
+        texts_per_s={p.value: round(speeds[p], 1) for p in speeds if speeds[p]},
         ranking=ranking,
         reason=reason,
     )

@@ -1,10 +1,15 @@
 """The errors bertx raises for user mistakes and unusable artifacts.
 
+`caller_stacklevel` makes a warning name the caller's line, not bertx's.
+
 Every error a user can cause is a `BertxError`; the CLI prints it as one line and exits with code 2.
 Subclasses also derive from the built-in exception a caller would naturally catch.
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 
 class BertxError(Exception):
@@ -65,3 +70,15 @@ class HeadError(BertxError, ValueError):
 
 class NonFiniteError(BertxError, ArithmeticError):
     """An engine returned NaN or infinity where a vector should be: never returned as a result."""
+
+
+_PACKAGE = os.path.dirname(__file__) + os.sep
+
+
+def caller_stacklevel() -> int:
+    """The `stacklevel` that makes a warning raised here name the first line outside bertx, the
+    caller's, whichever public method was called and however deep the call went inside bertx."""
+    level, frame = 1, sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

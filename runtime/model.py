@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,16 +16,17 @@ from .backends import Backend, GraphFile, InferencePrecision, Runner, RunOptions
 from .batching import DEFAULT_BATCH_TOKENS, check_batch_tokens, plan
 from .chunking import LongTexts, combine_pooled, split, stitch
 from .compact import check_truncate_dim
-from .errors import ArtifactError, InputError, NonFiniteError, OptionError
+from .errors import ArtifactError, InputError, NonFiniteError, OptionError, caller_stacklevel
 from .layers import Combine, LayerSpec, check_combination, select_layers
 from .layers import combine as combine_states
+from .loading import AUTO, auto_variant, device_for, variant_graph
 from .manifest import HeadKind, Manifest, Pooling, Precision, Variant
 from .options import choice
 from .outputs import TokenEmbeddings, TokenInfo, WordEmbeddings, WordMerge, merge_words, token_embeddings
 from .pooling import l2_normalize, pool
 from .progress import ProgressBar
 from .prompts import DOCUMENT_NAMES, QUERY_NAMES
-from .session import Device, FallbackWarning, TensorRTSettings, resolve_device
+from .session import Device, TensorRTSettings
 from .tasks import Classification, Ranked, Tagging, classify_rows, ranked, relevance, require_head, tag_words
 from .tokenization import Batch, TextInput, check_inputs, check_texts, is_pair, is_truncated
 
@@ -68,7 +68,7 @@ class Model:
             variant = auto_variant(self.manifest, device)
         self.variant: Variant = self.manifest.variant(variant)
         graph = variant_graph(self.path, self.variant)
-        requested = _device_for(self.variant, graph, device)
+        requested = device_for(self.variant, graph, device)
         what = self.variant.precision.value
         check_file(graph.path, self.variant.size_bytes, f"{what} model", self.variant.sha256 if verify else None)
         for name, facts in self.variant.extra_files.items():
@@ -595,7 +595,7 @@ class Model:
             warnings.warn(
                 f"{cut} of {len(encodings)} texts were longer than {self.max_seq_length} tokens and were truncated",
                 TruncationWarning,
-                stacklevel=_caller_stacklevel(),
+                stacklevel=caller_stacklevel(),
             )
 
     def _forward(
@@ -652,84 +652,11 @@ class Model:
         )
 
 
-_PACKAGE = os.path.dirname(__file__) + os.sep
-
-
-def _caller_stacklevel() -> int:
-    """The `stacklevel` that makes a warning raised here name the first line outside bertx, the
-    caller's, whichever public method was called and however deep the call went inside bertx."""
-    level, frame = 1, sys._getframe(1)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-AUTO = "auto"
-
-
-def auto_variant(manifest: Manifest, device: Device | str | None) -> Precision:
-    """The variant `variant="auto"` loads: the manifest's recommendation when this CPU and installation can
-    run it, else the next of its ranking that can (with a `FallbackWarning`), else fp32."""
-    recommended = manifest.recommended
-    if recommended is None:
-        return Precision.FP32
-    if device is not None and str(getattr(device, "value", device)) not in ("cpu", "openvino", "auto"):
-        return Precision.FP32  # the recommendation was measured on a CPU
-    reasons: list[str] = []
-    for precision in recommended.ranking:
-        if precision not in manifest.variants:
-            continue
-        why = _cannot_run(manifest.variants[precision])
-        if why is None:
-            if reasons:
-                warnings.warn(
-                    f"variant='auto': {'; '.join(reasons)}; loading the {precision.value} variant instead",
-                    FallbackWarning,
-                    stacklevel=_caller_stacklevel(),
-                )
-            return precision
-        reasons.append(f"the {precision.value} variant {why}")
-    return Precision.FP32
-
-
-def _cannot_run(variant: Variant) -> str | None:
-    """Why this machine cannot run a variant (OpenVINO missing, no bf16 instructions), or None."""
-    import importlib.util
-
-    from .cpu import cpu_info
-
-    if variant.backend == Backend.OPENVINO.value and importlib.util.find_spec("openvino") is None:
-        return "needs OpenVINO (pip install 'bertx[openvino]')"
-    if variant.inference_precision == InferencePrecision.BF16.value and not cpu_info().bf16:
-        return "needs bf16 instructions (AVX-512 BF16 or AMX), which this CPU lacks"
-    return None
-
-
 def _finite_where_real(array: np.ndarray, mask: np.ndarray | None) -> bool:
     """Whether a token-shaped output is finite on the real (unpadded) tokens; padding may hold anything."""
     if mask is None or array.shape[:2] != mask.shape:
         return False
     return bool(np.isfinite(array[mask.astype(bool)]).all())
-
-
-def variant_graph(folder: Path, variant: Variant) -> GraphFile:
-    """The graph file of a variant and the engine (and precision) the manifest says it is made for."""
-    backend = choice(Backend, variant.backend, "backend")
-    precision = None if variant.inference_precision is None else InferencePrecision(variant.inference_precision)
-    return GraphFile(folder / variant.file, backend, precision)
-
-
-def _device_for(variant: Variant, graph: GraphFile, device: Device | str | None) -> Device:
-    """The device asked for, or the variant's own engine; refuses a pairing that cannot run."""
-    if device is None:
-        return Device.OPENVINO if graph.backend is Backend.OPENVINO else Device.CPU
-    requested = resolve_device(choice(Device, device, "device"))
-    if graph.backend is Backend.OPENVINO and requested is not Device.OPENVINO:
-        raise OptionError(
-            f"the {variant.precision.value} variant is built for OpenVINO ({variant.file}); "
-            f"load it with device='openvino' (or leave device unset), not {requested.value!r}"
-        )
-    return requested
 
 
 def _pooling(value: Pooling | str) -> Pooling | None:

@@ -155,7 +155,7 @@ def test_auto_falls_back_where_the_cpu_cannot_run_the_recommendation(
     tiny_artifact: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import bertx.cpu
-    from bertx.model import auto_variant
+    from bertx.loading import auto_variant
 
     manifest = bertx.Manifest.load(tiny_artifact)
     fp32 = manifest.variants[Precision.FP32]
