@@ -97,6 +97,7 @@ class EngineFacts:
     size_bytes: int
     cosine_min: float | None = None
     cosine_mean: float | None = None
+    recall_at_10: float | None = None  # of PyTorch fp32's 10 nearest neighbours of each corpus text
     latency_ms: dict[str, float] = field(default_factory=dict)
     cold_start_s: float | None = None
     peak_rss_mb: float | None = None  # embedding the corpus with the engine's defaults
@@ -114,6 +115,20 @@ class Results:
     rows: list[Row]
     engines: list[EngineFacts]
     skipped: list[Skipped]
+
+
+def neighbour_recall(vectors: np.ndarray, reference: np.ndarray, k: int) -> float:
+    """Recall@k of `reference`'s nearest neighbours (cosine, each text's own row left out) among those of
+    `vectors`: what a search user of these vectors feels."""
+
+    def nearest(matrix: np.ndarray) -> np.ndarray:
+        unit = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        similarity = unit @ unit.T
+        np.fill_diagonal(similarity, -np.inf)
+        return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+    found, truth = nearest(vectors.astype(np.float64)), nearest(reference.astype(np.float64))
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)]))
 
 
 def run(artifact: Path, settings: Settings, progress: Callable[[str], None] = lambda message: None) -> Results:
@@ -163,6 +178,7 @@ def _run(artifact: Path, settings: Settings, progress: Callable[[str], None]) ->
         if reference is not None:
             cosines = cosine_rows(measured.vectors, reference)
             fact.cosine_min, fact.cosine_mean = float(cosines.min()), float(cosines.mean())
+            fact.recall_at_10 = neighbour_recall(measured.vectors, reference, 10)
         for workload, batch, texts, seconds in measured.timings:
             tokens = token_counts[workload] * texts // max(len(workloads[workload]), 1)
             rows.append(Row(name, workload, batch, texts, tokens, seconds))

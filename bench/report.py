@@ -25,6 +25,7 @@ _COLUMNS = (
     "× sentence-transformers",
     "min cos",
     "mean cos",
+    "recall@10",
 )
 _HEADER = "| " + " | ".join(_COLUMNS) + " |"
 _PACKAGES = (
@@ -93,6 +94,7 @@ def headline_table(results: Results, workload: str = "corpus") -> Table:
             _ratio(row.ratio_to_st),
             _cos(fact.cosine_min),
             _cos(fact.cosine_mean),
+            _recall(fact.recall_at_10),
         )
     return table
 
@@ -126,8 +128,9 @@ def markdown(results: Results, command: str) -> str:
         f"# bertx bench: {Path(results.artifact).name}",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {info['cpu']} ({info['arch']}), {info['cores']} cores, AVX2 {info['avx2']}, AVX-512 "
-        f"{info['avx512']}, VNNI {info['vnni']}; {results.settings.threads} threads for every engine.  ",
+        f"Machine: {info['cpu']} ({info['arch']}), {info['cores']} cores, CPU class {info['cpu_class']} (AVX2 "
+        f"{info['avx2']}, AVX-512 {info['avx512']}, VNNI {info['vnni']}, BF16 {info['bf16']}, AMX {info['amx']}); "
+        f"{results.settings.threads} threads for every engine.  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items() if v) + ".",
     ]
     if results.random_weights:
@@ -140,7 +143,7 @@ def markdown(results: Results, command: str) -> str:
             f"## {workload}",
             "",
             _HEADER,
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for row in (r for r in results.rows if r.workload == workload):
             fact = facts[row.engine]
@@ -148,7 +151,7 @@ def markdown(results: Results, command: str) -> str:
                 f"| {row.engine} | {_batch(row.batch_size)} | {row.texts_per_s:,.1f} "
                 f"| {row.spread[0]:,.0f}–{row.spread[1]:,.0f} "
                 f"| {row.tokens_per_s:,.0f} | {_ratio(row.ratio_to_pytorch)} | {_ratio(row.ratio_to_st)} "
-                f"| {_cos(fact.cosine_min)} | {_cos(fact.cosine_mean)} |"
+                f"| {_cos(fact.cosine_min)} | {_cos(fact.cosine_mean)} | {_recall(fact.recall_at_10)} |"
             )
     lines += [
         "",
@@ -222,3 +225,7 @@ def _ratio(value: float | None) -> str:
 
 def _cos(value: float | None) -> str:
     return "-" if value is None else f"{value:.5f}"
+
+
+def _recall(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

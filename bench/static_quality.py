@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 import bertx
+from bertx.bench.harness import neighbour_recall
 from bertx.cpu import cpu_info
 from bertx.static_build import build_table, read_words
 
@@ -95,14 +96,9 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 def agreement(contextual: np.ndarray, static: np.ndarray, k: int = 10) -> dict[str, float]:
     """Spearman of all pairwise cosines, and recall@k of static neighbours against contextual ones."""
     a, b = _unit(contextual), _unit(static)
-    sim_a, sim_b = a @ a.T, b @ b.T
     upper = np.triu_indices(len(a), k=1)
-    np.fill_diagonal(sim_a, -np.inf)
-    np.fill_diagonal(sim_b, -np.inf)
-    near_a = np.argsort(-sim_a, axis=1, kind="stable")[:, :k]
-    near_b = np.argsort(-sim_b, axis=1, kind="stable")[:, :k]
-    recall = np.mean([len(set(x) & set(y)) / k for x, y in zip(near_a, near_b)])
-    return {"pairwise_spearman": spearman(sim_a[upper], sim_b[upper]), f"recall@{k}": float(recall)}
+    recall = neighbour_recall(static, contextual, k)
+    return {"pairwise_spearman": spearman((a @ a.T)[upper], (b @ b.T)[upper]), f"recall@{k}": recall}
 
 
 def texts_per_s(run: Callable[[], object], count: int, repeats: int) -> tuple[float, list[float]]:

@@ -27,12 +27,14 @@ def summary(results: list[dict[str, Any]]) -> str:
         lines += [
             f"**{name}**{weights} — real-text corpus ({texts:,} texts), "
             f"batch {batch}, {settings['threads']} threads, {machine['cpu']} ({machine['cores']} cores, "
-            f"AVX2 {machine['avx2']}, VNNI {machine['vnni']}, BF16 {machine.get('bf16', '?')}). "
+            f"CPU class {machine.get('cpu_class', '?')}: AVX2 {machine['avx2']}, VNNI {machine['vnni']}, "
+            f"BF16 {machine.get('bf16', '?')}, AMX {machine.get('amx', '?')}). "
             f"Command: `{data['command']}`",
             "",
             "| engine | texts/s | × PyTorch fp32 | × sentence-transformers | min / mean cosine vs PyTorch | "
-            "p50 ms (batch 1) | cold start s | peak RSS MB, batch 32 | texts/s, defaults | peak RSS MB, defaults |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "recall@10 of PyTorch's neighbours | p50 ms (batch 1) | cold start s | peak RSS MB, batch 32 | "
+            "texts/s, defaults | peak RSS MB, defaults |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         facts = {f["engine"]: f for f in data["engines"]}
         defaults = {r["engine"]: r for r in data["rows"] if r["workload"] == "corpus" and r["batch_size"] == 0}
@@ -49,12 +51,13 @@ def summary(results: list[dict[str, Any]]) -> str:
             default_rss = fact["peak_rss_mb"] if defaults else None
             lines.append(
                 f"| {engine} | {row['texts_per_s']:,.1f} | {_ratio(row['ratio_to_pytorch'])} "
-                f"| {_ratio(row['ratio_to_st'])} | {cos} | {fact['latency_ms'].get('p50', 0):.1f} "
+                f"| {_ratio(row['ratio_to_st'])} | {cos} | {_num(fact.get('recall_at_10'), 3)} "
+                f"| {fact['latency_ms'].get('p50', 0):.1f} "
                 f"| {_num(fact['cold_start_s'], 2)} | {_num(batch32_rss, 0)} "
                 f"| {_num(default.get('texts_per_s'), 1)} | {_num(default_rss, 0)} |"
             )
         for skipped in data["skipped"]:
-            lines.append(f"| {skipped['name']} | skipped: {skipped['reason']} | | | | | | | | |")
+            lines.append(f"| {skipped['name']} | skipped: {skipped['reason']} | | | | | | | | | |")
         lines.append("")
     return "\n".join(lines)
 

@@ -40,6 +40,7 @@ _SPEED_BATCH = 32
 _SPEED_TEXTS = 96  # the speed sample: three batches of 32, timed in turn with the other graphs
 _SPEED_REPEATS = 3
 _FINAL_ROUNDS = 5
+_CONTENDER = 0.85  # timed again only within this fraction of the fastest passing candidate
 
 
 def calibration_texts(path: Path | None = None) -> list[str]:
@@ -49,7 +50,7 @@ def calibration_texts(path: Path | None = None) -> list[str]:
         InputFileError: the file is missing, unreadable or has fewer than 8 non-empty lines.
     """
     if path is None:
-        return builtin_texts("calibration_sentences.txt")
+        return builtin_texts("calibration_sentences.txt") + builtin_texts("calibration_varied.txt")
     try:
         data = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -200,8 +201,10 @@ def time_passing_again(
 ) -> dict[str, Any] | None:
     """Candidates are timed minutes apart, and a 2-core machine drifts by more than the gap between two
     close candidates; so fp32 and every candidate that meets the target are timed again side by side
-    before the fastest is picked. Their rows are updated in place; returns what the manifest records."""
-    passing = [i for i, (candidate, _, _) in enumerate(candidates) if candidate.meets_target]
+    before the fastest is picked; one that ran more than 15% slower than the fastest cannot close that gap
+    and is left out. Their rows are updated in place; returns what the manifest records."""
+    fastest = max((c.texts_per_s for c, _, _ in candidates if c.meets_target), default=0.0)
+    passing = [i for i, (c, _, _) in enumerate(candidates) if c.meets_target and c.texts_per_s >= _CONTENDER * fastest]
     if len(passing) < 2:
         return None
     progress(f"int8: timing fp32 and the {len(passing)} candidates that meet the target again, side by side")
@@ -248,7 +251,7 @@ def make_context(
 def speed_sample(encoder: TextEncoder) -> tuple[Batch, ...]:
     """The texts every speed in an export is measured on: built-in calibration and parity sentences,
     batches of 32, longest first."""
-    texts = [*calibration_texts(None), *builtin_texts("parity_sentences.txt")][:_SPEED_TEXTS]
+    texts = [*builtin_texts("calibration_sentences.txt"), *builtin_texts("parity_sentences.txt")][:_SPEED_TEXTS]
     return _batches(encoder, texts, _SPEED_BATCH)
 
 

@@ -19,35 +19,34 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bertx.backends import Backend, GraphFile
 from bertx.cpu import CpuInfo
 from bertx.errors import ExportError
-from bertx.pooling import cosine_rows
 
 from . import int8_openvino as ov_int8
 from .int8 import (
     Candidate,
     Int8Context,
     Int8Options,
+    alternating_throughput,
     calibration_facts,
     choose,
-    pooled_on,
     proof_measure,
     throughput,
     time_passing_again,
     typed_graph,
 )
 from .int8_recipes import NodeMethod, Recipe, build, mixed_recipe, named_recipe, node_methods, recipes_for
+from .int8_sensitivity import rank_onnxruntime, rank_openvino
 from .outliers import split_outlier_units
-from .smoothing import quantizable_nodes, smooth
+from .smoothing import smooth
 
 MARGIN = 0.03  # speeds closer than this are within a 2-core machine's timing noise
+_DUEL_ROUNDS = 3
 _FASTEST = "dynamic-per-tensor"  # the onnxruntime chain's head: its fastest kernels
 
 
@@ -74,6 +73,9 @@ def quantize_int8(
     return path, search.settings(chosen, path, methods, final_round, time.perf_counter() - started)
 
 
+Entry = tuple[Candidate, GraphFile, dict[str, str]]  # a measured candidate, its graph and node methods
+
+
 class Search:
     """The candidates built so far, with what each engine's search has learnt."""
 
@@ -84,19 +86,21 @@ class Search:
         self.typed = typed_graph(context.fused, context.work_dir)
         self.base = onnx.load(str(self.typed))
         self.fp32_speed = throughput(GraphFile(context.fused), context)
-        self.candidates: list[tuple[Candidate, GraphFile, dict[str, str]]] = []
+        self.candidates: list[Entry] = []
         self.failed: dict[str, str] = {}
         self.pruned: dict[str, str] = {}
         self.ranking: list[tuple[str, float]] = []  # onnxruntime: node, end-to-end loss when only it is INT8
         self.openvino_ranking: list[tuple[list[str], float]] = []  # MatMul group, loss gained by restoring it
         self._prepared: dict[tuple[float | None, int], tuple[Path, int, int]] = {}
         self._openvino_base: Any = None
+        self._duels: dict[tuple[str, str], list[float]] = {}
+        self._timing = True  # off inside a ladder, whose steps are not timed
 
     # -- the two ways in ---------------------------------------------------------------------------
 
     def auto(self) -> None:
         """Measure each engine's fastest graph, then walk the chains, the faster engine first."""
-        chains: list[tuple[float, Callable[[float], None]]] = []
+        chains: list[tuple[Entry | None, Callable[[Entry | None], None]]] = []
         openvino_reason = ov_int8.unavailable(self.cpu)
         if Backend.OPENVINO in self.options.engines:
             for recipe in ov_int8.RECIPES:
@@ -106,12 +110,13 @@ class Search:
             if openvino_reason is not None:
                 self.progress(f"int8: OpenVINO candidates skipped: {openvino_reason}")
             else:
-                chains.append((self._measure_openvino(ov_int8.RECIPES[0]).texts_per_s, self._openvino_chain))
+                self._measure_openvino(ov_int8.RECIPES[0])
+                chains.append((self.candidates[-1], self._openvino_chain))
         if Backend.ONNXRUNTIME in self.options.engines:
             first = self._try_onnxruntime(named_recipe(_FASTEST, self.cpu))
-            chains.append((first.texts_per_s if first else 0.0, self._onnxruntime_chain))
-        for ceiling, walk in sorted(chains, key=lambda chain: -chain[0]):
-            walk(ceiling)
+            chains.append((self.candidates[-1] if first else None, self._onnxruntime_chain))
+        for head, walk in sorted(chains, key=lambda chain: -chain[0][0].texts_per_s if chain[0] else 0.0):
+            walk(head)
         if not self.candidates:
             failures = "; ".join(f"{name}: {why}" for name, why in self.failed.items())
             raise ExportError(
@@ -140,9 +145,9 @@ class Search:
 
     # -- the chains ---------------------------------------------------------------------------------
 
-    def _openvino_chain(self, ceiling: float) -> None:
+    def _openvino_chain(self, head: Entry | None) -> None:
         """static (measured) → smooth → ffn-accurate → smooth-ffn-accurate → openvino-mixed-K."""
-        if self._passes("openvino") or self._dominated("openvino", ceiling):
+        if self._passes("openvino") or self._dominated("openvino", head):
             return
         fixed = [r for r in ov_int8.recipes_for(self.cpu) if r is not ov_int8.RECIPES[0]]
         if not fixed:
@@ -161,7 +166,7 @@ class Search:
             self._rank_openvino()
             self._ladder(len(self.openvino_ranking), self._measure_openvino_mixed, "openvino")
 
-    def _onnxruntime_chain(self, ceiling: float) -> None:
+    def _onnxruntime_chain(self, head: Entry | None) -> None:
         """dynamic-per-tensor (measured) → dynamic → smooth-dynamic → split-dynamic → mixed-K → blockwise;
         the static and u8 × u8 recipes beside it only where they could still win."""
         chain = {recipe.name: recipe for recipe in recipes_for(self.cpu)}
@@ -177,8 +182,8 @@ class Search:
             if self._passes("onnxruntime"):
                 self._prune_rest(order[order.index(name) :], "a faster recipe of the same engine met the target")
                 break
-            if self._dominated("onnxruntime", ceiling):
-                self._prune_rest(order[order.index(name) :], self._why_dominated("onnxruntime", ceiling))
+            if self._dominated("onnxruntime", head):
+                self._prune_rest(order[order.index(name) :], self._why_dominated("onnxruntime", head))
                 return
             if name == "ladder":
                 self._rank_onnxruntime()
@@ -189,30 +194,38 @@ class Search:
         # elsewhere; the static recipes share one kernel, so the first one's speed bounds the others.
         if self.cpu.vnni or self.cpu.machine in ("aarch64", "arm64"):
             self._prune("dynamic-u8u8", "u8 × u8 kernels are slower than u8 × s8 on CPUs with VNNI or on Arm")
-        elif not self._dominated("onnxruntime", ceiling):
+        elif not self._dominated("onnxruntime", head):
             self._try_onnxruntime(chain["dynamic-u8u8"])
-        static = [name for name in chain if name.startswith("static-")]
-        bound = ceiling
-        for name in static:
+        bound = head
+        for name in (name for name in chain if name.startswith("static-")):
             if self._dominated("onnxruntime", bound):
                 self._prune(name, self._why_dominated("static QDQ", bound))
                 continue
-            measured = self._try_onnxruntime(chain[name])
-            bound = measured.texts_per_s if measured is not None else bound
+            if self._try_onnxruntime(chain[name]) is not None:
+                bound = self.candidates[-1]
 
     def _ladder(self, nodes: int, measure: Callable[[int], Candidate], engine: str) -> None:
-        """The fewest accurate nodes that meet the target: all of them first (when even that misses, no
-        step can pass), then bisection (accuracy grows with k, speed falls)."""
-        if nodes == 0 or not measure(nodes).meets_target:
-            return
-        failed, passed = 0, nodes
-        while passed - failed > 1:
-            middle = (failed + passed) // 2
-            if measure(middle).meets_target:
-                passed = middle
-            else:
-                failed = middle
-        self.progress(f"int8: {engine} ladder: {passed} accurate nodes are the fewest that meet the target")
+        """The fewest accurate nodes that meet the target, by bisection (accuracy grows with k, speed
+        falls); all of them accurate is measured only when no fewer passed. Steps are not timed: the
+        fewest that pass is the ladder's fastest, and only it is timed."""
+        steps: dict[int, Candidate] = {}
+        self._timing = False
+        try:
+            failed, passed = 0, nodes
+            while passed - failed > 1:
+                middle = (failed + passed) // 2
+                steps[middle] = measure(middle)
+                if steps[middle].meets_target:
+                    passed = middle
+                else:
+                    failed = middle
+            if nodes and passed not in steps:
+                steps[passed] = measure(passed)
+        finally:
+            self._timing = True
+        if nodes and steps[passed].meets_target:
+            self.progress(f"int8: {engine} ladder: {passed} accurate nodes are the fewest that meet the target")
+            self._time(steps[passed])
 
     # -- measuring ----------------------------------------------------------------------------------
 
@@ -268,7 +281,7 @@ class Search:
         proof = proof_measure(graph, self.context)
         meets = proof.meets(self.options.target_cosine)
         # A candidate that misses the target is timed only when its speed bounds others (an engine's first).
-        timed = meets or not any(c.backend == graph.backend.value for c, _, _ in self.candidates)
+        timed = self._timing and (meets or not any(c.backend == graph.backend.value for c, _, _ in self.candidates))
         speed = throughput(graph, self.context) if timed else 0.0
         candidate = Candidate(
             recipe=name,
@@ -292,51 +305,30 @@ class Search:
         )
         return candidate
 
+    def _time(self, candidate: Candidate) -> None:
+        """Time a candidate measured without its speed, in place."""
+        index = next(i for i, (c, _, _) in enumerate(self.candidates) if c is candidate)
+        _, graph, methods = self.candidates[index]
+        speed = throughput(graph, self.context)
+        timed = replace(candidate, texts_per_s=round(speed, 1), speedup=round(speed / self.fp32_speed, 3))
+        self.candidates[index] = (timed, graph, methods)
+        self.progress(f"int8: {candidate.recipe:<20} {timed.texts_per_s:7.1f} texts/s ({timed.speedup:.2f}× fp32)")
+
     # -- sensitivity --------------------------------------------------------------------------------
 
     def _rank_onnxruntime(self) -> None:
-        """Each node's end-to-end loss (1 - min cosine on the calibration text, against the smoothed, split
-        fp32 graph the mixed recipes start from) with only that node dynamically quantized; most harmful
-        first. Measured once per export."""
-        if self.ranking:
-            return
-        context, recipe = self.context, mixed_recipe(self.cpu, 0)
-        source = self._source_graph(recipe)
-        reference = pooled_on(GraphFile(source), context.calibration, context)
-        names = [node.name for node in quantizable_nodes(self.base)]
-        losses = {}
-        self.progress(f"int8: measuring the sensitivity of {len(names)} onnxruntime nodes, one at a time")
-        for i, name in enumerate(names):
-            out = context.work_dir / f"int8-only{i}.onnx"
-            build(recipe, source, {name: NodeMethod.DYNAMIC}, out, context.calibration, context.input_names)
-            got = pooled_on(GraphFile(out), context.calibration, context)
-            losses[name] = 1.0 - float(np.concatenate([cosine_rows(g, r) for g, r in zip(got, reference)]).min())
-            out.unlink(missing_ok=True)
-        self.ranking = sorted(losses.items(), key=lambda item: -item[1])
+        if not self.ranking:
+            recipe = mixed_recipe(self.cpu, 0)
+            self.ranking = rank_onnxruntime(self.base, self._source_graph(recipe), recipe, self.context, self.progress)
 
     def _rank_openvino(self) -> None:
-        """How much restoring each MatMul group of the mixed ladder's starting point (smoothed NNCF INT8,
-        feed-forward outputs accurate) lowers the loss on the calibration text; most helpful first.
-        Each step is a compile of the same model with one group's quantizers bypassed."""
         if self.openvino_ranking:
             return
         if self._openvino_base is None:
             self._openvino_base = ov_int8.quantize_model(
                 ov_int8.LADDER_BASE, self.context.exported, self.context.calibration, self.context.input_names, self.cpu
             )
-        context = self.context
-        reference = pooled_on(GraphFile(context.fused), context.calibration, context)
-        precision = ov_int8.precision_for(self.cpu)
-
-        def loss(model: Any) -> float:
-            got = ov_int8.pooled_in_memory(model, precision, context.calibration, context)
-            return 1.0 - float(np.concatenate([cosine_rows(g, r) for g, r in zip(got, reference)]).min())
-
-        groups = ov_int8.matmul_groups(self._openvino_base)
-        self.progress(f"int8: measuring the sensitivity of {len(groups)} OpenVINO MatMul groups, one at a time")
-        start = loss(self._openvino_base)
-        gains = [(group, start - loss(ov_int8.restore(self._openvino_base, group))) for group in groups]
-        self.openvino_ranking = sorted(gains, key=lambda item: -item[1])
+        self.openvino_ranking = rank_openvino(self._openvino_base, self.context, self.cpu, self.progress)
 
     # -- bookkeeping --------------------------------------------------------------------------------
 
@@ -364,20 +356,32 @@ class Search:
     def _passes(self, engine: str) -> bool:
         return any(c.meets_target and c.backend == engine for c, _, _ in self.candidates)
 
-    def _best(self) -> Candidate | None:
-        passing = [c for c, _, _ in self.candidates if c.meets_target]
-        return max(passing, key=lambda c: c.texts_per_s) if passing else None
+    def _best(self) -> Entry | None:
+        passing = [entry for entry in self.candidates if entry[0].meets_target]
+        return max(passing, key=lambda entry: entry[0].texts_per_s) if passing else None
 
-    def _dominated(self, engine: str, ceiling: float) -> bool:
+    def _dominated(self, engine: str, bound: Entry | None) -> bool:
+        """Whether `bound` (the fastest graph left to `engine`'s chain) runs slower than the best passing
+        candidate of another engine. One timing each is too noisy on a small machine to decide that, so
+        the two are timed again side by side first (once per pair)."""
         best = self._best()
-        return best is not None and best.backend != engine and ceiling < best.texts_per_s * (1 - MARGIN)
+        if bound is None or best is None or best[0].backend == engine:
+            return False
+        key = (bound[0].recipe, best[0].recipe)
+        if key not in self._duels:
+            self._duels[key] = alternating_throughput([bound[1], best[1]], self.context, _DUEL_ROUNDS)
+            ours, theirs = self._duels[key]
+            self.progress(f"int8: {key[0]} {ours:.1f} vs {key[1]} {theirs:.1f} texts/s, side by side")
+        ours, theirs = self._duels[key]
+        return ours < theirs * (1 - MARGIN)
 
-    def _why_dominated(self, what: str, ceiling: float) -> str:
+    def _why_dominated(self, what: str, bound: Entry | None) -> str:
         best = self._best()
-        assert best is not None  # only asked after _dominated said so
+        assert best is not None and bound is not None  # only asked after _dominated said so
+        ours, theirs = self._duels[(bound[0].recipe, best[0].recipe)]
         return (
-            f"{what}'s fastest INT8 ran at {ceiling:.1f} texts/s, below {best.recipe} "
-            f"({best.texts_per_s:.1f}), which meets the target"
+            f"{what}'s fastest INT8 ({bound[0].recipe}) ran at {ours:.1f} texts/s side by side with "
+            f"{best[0].recipe} at {theirs:.1f}, which meets the target"
         )
 
     def _prune(self, name: str, reason: str) -> None:

@@ -10,6 +10,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bertx.bench import harness, report
@@ -61,6 +62,8 @@ def test_rows_ratios_and_accuracy(results: harness.Results) -> None:
     facts = {f.engine: f for f in results.engines}
     assert facts[PYTORCH].cosine_min == pytest.approx(1.0, abs=1e-6)
     assert facts["bertx-fp32"].cosine_min is not None and facts["bertx-fp32"].cosine_min > 0.99999
+    assert facts[PYTORCH].recall_at_10 == 1.0
+    assert facts["bertx-fp32"].recall_at_10 is not None and facts["bertx-fp32"].recall_at_10 >= 0.9
     assert set(facts["bertx-int8"].latency_ms) == {"p50", "p95", "p99"}
     for fact in facts.values():
         assert fact.cold_start_s is not None and fact.cold_start_s > 0
@@ -195,3 +198,13 @@ def test_an_engine_that_dies_between_rounds_is_reported_skipped(tiny_artifact: P
     assert [s.name for s in results.skipped] == ["bertx-fp32"]
     assert {r.engine for r in results.rows} == {PYTORCH}
     assert all(len(r.seconds) == 2 for r in results.rows)
+
+
+def test_neighbour_recall_counts_shared_neighbours() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(40, 16))
+    assert harness.neighbour_recall(truth * 3.0, truth, 10) == 1.0  # scale does not move cosine neighbours
+    unrelated = rng.normal(size=(40, 16))
+    assert harness.neighbour_recall(unrelated, truth, 10) < 0.5
+    # Each text's own row never counts as its neighbour: with 11 texts the other 10 are all of them.
+    assert harness.neighbour_recall(unrelated[:11], truth[:11], 10) == 1.0
