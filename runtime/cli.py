@@ -35,7 +35,10 @@ from .prompts import parse_prompt
 from .session import Device
 from .similarity import Metric
 
+# Plain (click) help: Rich's option tables cut long option names ("--sentence-embed…") in a pipe or an
+# 80-column terminal; click's layout prints every name whole and wraps the descriptions instead.
 app = typer.Typer(
+    rich_markup_mode=None,
     add_completion=False,
     no_args_is_help=True,
     help="BERT-family embeddings from ONNX: export with every hidden state, embed without torch.",

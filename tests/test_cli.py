@@ -235,3 +235,32 @@ def test_hidden_states_file_and_similarity_matrix(tiny_artifact: Path, tmp_path:
         "embed", str(tiny_artifact), "x", "--long-texts", "chunk", "--chunk-window", "1", "-o", str(tmp_path / "x.npy")
     )
     assert result.returncode == 2 and "chunk_window must be" in result.stderr
+
+
+@pytest.mark.parametrize("columns", ["50", "80"])
+def test_help_shows_every_option_name_whole_at_any_width(columns: str) -> None:
+    import re
+    import subprocess
+    import sys
+
+    import typer
+
+    from bertx.cli import app
+
+    group = typer.main.get_command(app)
+    checked = 0
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        shown = subprocess.run(
+            [sys.executable, "-m", "bertx.cli", name, "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={"COLUMNS": columns, "PATH": "/usr/bin:/bin"},
+        ).stdout
+        options = [p for p in command.params if p.param_type_name == "option"]
+        checked += len(options)
+        for param in options:
+            for option in [*param.opts, *param.secondary_opts]:
+                whole = re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-]|…)", shown)
+                assert option.startswith("-") and whole, (name, option, columns)
+    assert checked > 50  # every command's options were read
