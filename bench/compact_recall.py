@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 import bertx
+from bertx.bench.results_io import write_json
 from bertx.compact import DEFAULT_RESCORE_MULTIPLIER, VectorPrecision, calibration_ranges, quantize, search, truncate
 from bertx.cpu import cpu_info
 
@@ -125,7 +125,7 @@ def main() -> None:
             "results": results,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out, report)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,7 @@ the engine, not the batching. A peer that is not installed, or fails to load, is
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,45 +19,17 @@ from bertx.backends import InferencePrecision
 from bertx.manifest import Manifest, Pooling, Precision
 from bertx.pooling import l2_normalize, pool
 
-Encoder = Callable[[Sequence[str], int], np.ndarray]
-
-PYTORCH = "pytorch-fp32"
-ST_TORCH = "sentence-transformers"
-ST_ONNX = "sentence-transformers-onnx"
-OPTIMUM = "optimum-ort"
-# The fastest things people run instead (see peers.py).
-ST_QINT8 = "st-onnx-qint8"
-ST_OPENVINO = "st-openvino"
-OPENVINO_NNCF = "openvino-int8-nncf"
-FASTEMBED = "fastembed"
-PEERS = (ST_QINT8, ST_OPENVINO, OPENVINO_NNCF, FASTEMBED)
-
-
-DEFAULT_BATCH = 32  # what sentence-transformers and most peers batch by when not told
-
-
-@dataclass(frozen=True)
-class Engine:
-    """A loaded engine: `encode(texts, batch_size)` returns one float32 vector per text, batches cut by
-    text count; `encode_default(texts)` runs the engine as its users run it untold (bertx: its token
-    budget), or `encode(texts, 32)` where the engine has no other default."""
-
-    name: str
-    encode: Encoder
-    size_bytes: int
-    details: dict[str, str] = field(default_factory=dict)  # what ran, e.g. the precision OpenVINO chose
-    default: Callable[[Sequence[str]], np.ndarray] | None = None
-
-    def encode_default(self, texts: Sequence[str]) -> np.ndarray:
-        return self.default(texts) if self.default is not None else self.encode(texts, DEFAULT_BATCH)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An engine that could not take part, and why."""
-
-    name: str
-    reason: str
+from .engine_types import (
+    OPTIMUM,
+    PEERS,
+    PYTORCH,
+    ST_ONNX,
+    ST_TORCH,
+    Engine,
+    Skipped,
+    onnx_size,
+    weights_size,
+)
 
 
 def engine_names(manifest: Manifest) -> list[str]:
@@ -141,7 +111,7 @@ def _pytorch(source: Path, manifest: Manifest, threads: int) -> Engine:
                 out[rows] = _pooled(hidden, inputs["attention_mask"].numpy(), manifest)
         return out
 
-    return Engine(PYTORCH, encode, _weights_size(source))
+    return Engine(PYTORCH, encode, weights_size(source))
 
 
 def _sentence_transformers(source: Path, manifest: Manifest, threads: int, onnx: bool) -> Engine:
@@ -168,7 +138,7 @@ def _sentence_transformers(source: Path, manifest: Manifest, threads: int, onnx:
             dtype=np.float32,
         )
 
-    size = _onnx_size(source) if onnx else _weights_size(source)
+    size = onnx_size(source) if onnx else weights_size(source)
     return Engine(ST_ONNX if onnx else ST_TORCH, encode, size)
 
 
@@ -197,14 +167,4 @@ def _optimum(source: Path, manifest: Manifest, threads: int) -> Engine:
             rows.append(_pooled(np.asarray(hidden), inputs["attention_mask"], manifest))
         return np.concatenate(rows) if rows else np.zeros((0, manifest.architecture.hidden_size), np.float32)
 
-    return Engine(OPTIMUM, encode, _onnx_size(Path(str(getattr(model, "model_save_dir", source)))))
-
-
-def _weights_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) or sum(
-        f.stat().st_size for f in folder.glob("pytorch_model*.bin")
-    )
-
-
-def _onnx_size(folder: Path) -> int:
-    return sum(f.stat().st_size for f in folder.rglob("*.onnx") if os.path.isfile(f))
+    return Engine(OPTIMUM, encode, onnx_size(Path(str(getattr(model, "model_save_dir", source)))))

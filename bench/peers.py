@@ -27,7 +27,7 @@ import numpy as np
 from bertx.cpu import cpu_info
 from bertx.manifest import Manifest, Pooling
 
-from .engines import FASTEMBED, OPENVINO_NNCF, ST_OPENVINO, ST_QINT8, Engine, Skipped, _onnx_size
+from .engine_types import FASTEMBED, OPENVINO_NNCF, ST_OPENVINO, ST_QINT8, Engine, Skipped, onnx_size
 
 PEERS_DIR = Path("models") / ".bench-peers"
 _NNCF_FILE = "openvino/openvino_model_int8_nncf.xml"
@@ -194,7 +194,7 @@ def _fastembed(source: Path, folder: Path, name: str, manifest: Manifest, thread
     def encode(texts: Sequence[str], batch: int) -> np.ndarray:
         return np.stack(list(model.embed(list(texts), batch_size=batch))).astype(np.float32)
 
-    return Engine(FASTEMBED, encode, _onnx_size(folder))
+    return Engine(FASTEMBED, encode, onnx_size(folder))
 
 
 def limit_length(folder: Path, max_length: int) -> None:

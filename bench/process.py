@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .engines import Skipped
+from .engine_types import Skipped
 
 if TYPE_CHECKING:
-    from .harness import Measured, Settings, Timing
+    from .measuring import Measured, Settings, Timing
 
 RUNS = 3
 
@@ -72,7 +72,7 @@ def measure_interleaved(
     time, starting with a different engine each round. An engine that cannot load, or dies, is
     reported as skipped with its last words.
     """
-    from .harness import Measured, merge_rounds
+    from .measuring import Measured, merge_rounds
 
     results: dict[str, Measured | Skipped] = {}
     with tempfile.TemporaryDirectory(prefix="bertx-bench-") as folder:

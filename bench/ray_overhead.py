@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 import bertx
+from bertx.bench.results_io import write_json
 from bertx.cpu import cpu_budget, cpu_info
 from bertx.embedding_files import write_parquet
 
@@ -135,7 +136,7 @@ def main() -> None:
             "machine": {"cpu": cpu.model, "flags": flags, "cpus": cpus, "python": platform.python_version()},
             "versions": {"bertx": bertx.__version__, "ray": ray.__version__},
         }
-        args.out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_json(args.out, record)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from importlib import metadata
@@ -13,7 +12,9 @@ from rich.table import Table
 
 from bertx.cpu import cpu_info
 
-from .harness import DEFAULTS, Results, as_dict
+from .harness import Results, as_dict
+from .measuring import DEFAULTS
+from .results_io import write_results
 
 _COLUMNS = (
     "engine",
@@ -175,11 +176,8 @@ def markdown(results: Results, command: str) -> str:
 
 def write(results: Results, out_dir: Path, stem: str, command: str) -> list[Path]:
     """Write STEM.json, STEM.md and (with matplotlib) STEM.png into `out_dir`; return the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     data = {"command": command, "machine": machine(), "versions": versions(), **as_dict(results)}
-    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
-    paths[0].write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown(results, command), encoding="utf-8")
+    paths = write_results(out_dir, stem, data, markdown(results, command))
     chart = _chart(results, out_dir / f"{stem}.png")
     return paths + ([chart] if chart else [])
 

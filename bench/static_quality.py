@@ -23,7 +23,6 @@ machine and versions.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -38,6 +37,7 @@ import numpy as np
 
 import bertx
 from bertx.bench.harness import neighbour_recall
+from bertx.bench.results_io import write_json
 from bertx.cpu import cpu_info
 from bertx.static_build import build_table, read_words
 
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(markdown(results))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_json(args.out, results)
     return results
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 def main(argv: list[str]) -> None:
     engine_name, artifact, threads, mode = argv[:4]
-    from .engines import Skipped, load_engine
+    from .engine_types import Skipped
+    from .engines import load_engine
 
     engine = load_engine(engine_name, Path(artifact), int(threads))
     if isinstance(engine, Skipped):
@@ -52,7 +53,7 @@ def _rounds(engine: Any, spec_file: Path, vectors_file: Path) -> None:
 
     from bertx.model import TruncationWarning
 
-    from .harness import Settings, one_round, prepare
+    from .measuring import Settings, one_round, prepare
 
     # Replies go to the real stdout; anything the engine's libraries print goes to stderr instead.
     protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")

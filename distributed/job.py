@@ -24,8 +24,9 @@ from bertx import errors
 from bertx.batching import DEFAULT_BATCH_TOKENS
 from bertx.embedding_files import atomic_write
 from bertx.errors import BertxError, InputFileError, OptionError, ProviderError
+from bertx.loading import LoadOptions
 from bertx.manifest import Manifest
-from bertx.options import SENTENCE_OPTIONS
+from bertx.options import SENTENCE, EncodeOptions
 
 from . import shards
 from .shards import Shard
@@ -44,10 +45,12 @@ class CorpusJob:
         output: The job folder: part files, the plan and the done record.
         text_column / id_column: Where each row's text and id are (Parquet column or JSONL field).
         variant: The precision variant to run. device: cpu, cuda, openvino … [the variant's engine].
-        options: `Model.encode` keywords (pooling, layers, normalize_embeddings, prompt_name, …).
+        options: Sentence options by their names in `bertx.options` (pooling, layers, normalize_embeddings,
+            prompt_name, …; layers may be written as the command line writes them).
         dtype: float32 or float16 vectors in the part files.
         shard_rows: Rows per shard: the unit of parallelism, of progress and of resuming.
         batch_size / batch_tokens: Batching inside each actor, as in `Model.encode`.
+        verify: Check the model files' sha256 when each actor loads them.
     """
 
     artifact: str
@@ -61,11 +64,17 @@ class CorpusJob:
     shard_rows: int = 10_000
     batch_size: int = 32
     batch_tokens: int | None = DEFAULT_BATCH_TOKENS
+    verify: bool = True
+
+    def load_options(self, threads: int) -> LoadOptions:
+        return LoadOptions(self.variant, self.device, threads, batch_tokens=self.batch_tokens, verify=self.verify)
 
     def settings(self) -> dict[str, Any]:
-        """What the part files' metadata and the job record hold (the output folder left out)."""
+        """What the part files' metadata and the job record hold (the output folder and the file check, which
+        change nothing in the vectors, left out)."""
         body = asdict(self)
         body.pop("output")
+        body.pop("verify")
         return body
 
 
@@ -85,17 +94,11 @@ class JobResult:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-def encode_options(options: dict[str, Any]) -> dict[str, Any]:
-    """`Model.encode` keywords from a job's JSON options: layers may be given as the command line writes them."""
-    from bertx.layers import parse_layers
-
-    unknown = sorted(set(options) - set(SENTENCE_OPTIONS))
-    if unknown:
-        raise OptionError(f"unknown encode options {unknown}: a job takes {', '.join(SENTENCE_OPTIONS)}")
+def encode_options(options: dict[str, Any]) -> EncodeOptions:
+    """A job's JSON options as one checked value (sentence options only)."""
     if options.get("pooling") == "none":
         raise OptionError("a corpus job writes sentence vectors: pooling='none' (token vectors) is not one")
-    layers = options.get("layers")
-    return {**options, "layers": parse_layers(layers)} if isinstance(layers, str) else dict(options)
+    return EncodeOptions.from_mapping(options, SENTENCE)
 
 
 class ShardEmbedder:
@@ -103,15 +106,9 @@ class ShardEmbedder:
 
     def __init__(self, job: dict[str, Any], threads: int) -> None:
         self.job = CorpusJob(**job)
-        self.model = bertx.Model.from_pretrained(
-            self.job.artifact,
-            variant=self.job.variant,
-            device=self.job.device,
-            threads=threads,
-            batch_tokens=self.job.batch_tokens,
-        )
+        self.model = bertx.Model.load(self.job.artifact, self.job.load_options(threads))
         self.meta = {"bertx": bertx.__version__, **self.job.settings()}
-        self.options = encode_options(self.job.options)
+        self.recipe = self.model.recipe(encode_options(self.job.options))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         done: dict[str, list[Any]] = {"index": [], "rows": [], "seconds": [], "error": [], "error_type": []}
@@ -123,7 +120,7 @@ class ShardEmbedder:
             try:
                 if not target.exists():  # a retried task whose shard another attempt finished
                     ids, texts = shards.read(shard, self.job.text_column, self.job.id_column)
-                    vectors = self.model.encode(texts, batch_size=self.job.batch_size, **self.options)
+                    vectors = self.model.compute(texts, self.recipe, batch_size=self.job.batch_size)
                     meta = {**self.meta, "shard": asdict(shard)}
                     shards.write(target, ids, np.asarray(vectors).astype(self.job.dtype, copy=False), meta)
             except BertxError as exc:
@@ -243,8 +240,7 @@ def _check(job: CorpusJob, cpus_per_worker: int, workers: int | None) -> None:
     options = encode_options(job.options)
     Manifest.load(Path(job.artifact))
     if job.device in (None, "cpu"):  # the other devices may exist on the workers only
-        model = bertx.Model.from_pretrained(job.artifact, variant=job.variant, device=job.device, threads=1)
-        model.encode([], **options)
+        bertx.Model.load(job.artifact, job.load_options(1)).recipe(options)
     if job.dtype not in ("float32", "float16"):
         raise OptionError(f"dtype must be float32 or float16, got {job.dtype!r}")
     if job.shard_rows < 1 or cpus_per_worker < 1 or (workers is not None and workers < 1):

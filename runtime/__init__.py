@@ -11,8 +11,10 @@ from .errors import (
     VariantError,
 )
 from .layers import Combine
+from .loading import LoadOptions
 from .manifest import Manifest, Pooling, Precision
 from .model import Model, TruncationWarning
+from .options import EncodeOptions
 from .outputs import TokenEmbeddings, WordEmbeddings, WordMerge
 from .session import Device, FallbackWarning
 from .static import StaticEmbeddings
@@ -26,10 +28,12 @@ __all__ = [
     "Classification",
     "Combine",
     "Device",
+    "EncodeOptions",
     "Entity",
     "FallbackWarning",
     "HeadError",
     "InputError",
+    "LoadOptions",
     "Manifest",
     "Model",
     "NonFiniteError",

@@ -112,6 +112,7 @@ def parse_layers(text: str) -> LayerSpec:
         numbers = [int(p) for p in text.split(",")]
     except ValueError:
         raise OptionError(
-            f"cannot read layers {text!r}: use an index (-1), a list (-4,-3), a slice (2:5) or one of {NAMED_LAYERS}"
+            f"unknown layers {text!r}: expected an index (-1), a list (-4,-3), a slice (2:5) or one of "
+            f"{', '.join(NAMED_LAYERS)}"
         ) from None
     return numbers[0] if len(numbers) == 1 else numbers

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .backends import InferencePrecision, RunOptions
 from .cpu import cpu_info
 from .errors import ArtifactError, MissingDependencyError, NonFiniteError, OptionError
+from .runner import InferencePrecision, RunOptions
 from .session import Device, resolve_threads
 
 logger = logging.getLogger("bertx")

@@ -18,13 +18,13 @@ from tokenizers import Tokenizer
 
 from .errors import ArtifactError, InputError, OptionError
 from .inputs import read_records
-from .layers import Combine, LayerSpec, check_combination, select_layers
+from .layers import Combine, LayerSpec
 from .layers import combine as combine_states
-from .options import choice
+from .options import WORDS, EncodeOptions
 from .outputs import WordMerge
 from .progress import ProgressBar
 from .static import DTYPES, StaticEmbeddings, TableInfo, VectorDType, WordSplitter
-from .tokenization import check_texts
+from .tokenization import Batch, check_texts
 
 if TYPE_CHECKING:
     from .model import Model
@@ -68,10 +68,10 @@ def build_table(
     """
     from . import __version__
 
-    how_merge = choice(WordMerge, merge, "merge")
-    how = choice(Combine, combine, "combine")
-    chosen = select_layers(layers, model.manifest.architecture.num_layers)
-    check_combination(how, layer_weights, len(chosen))
+    given = {"layers": layers, "combine": combine, "layer_weights": layer_weights, "merge": merge}
+    options = EncodeOptions.from_mapping(given, WORDS)
+    recipe = model.recipe(options, WORDS)
+    chosen, how, how_merge = recipe.layers, recipe.combine, options.merge
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
     if dtype not in DTYPES:
@@ -84,7 +84,7 @@ def build_table(
     tokenizer = Tokenizer.from_str(tokenizer_json)
     tokenizer.no_padding()  # a tokenizer.json may pad every text to a fixed length (see tokenization.py)
     tokenizer.no_truncation()
-    pieces = _piece_vectors(model, tokenizer, chosen, how, layer_weights, batch_size, progress)
+    pieces = _piece_vectors(model, tokenizer, chosen, how, recipe.layer_weights, batch_size, progress)
     entries = _multi_piece_words(tokenizer, wanted)
     vectors = np.zeros((len(entries), pieces.shape[1]), dtype=np.float32)
     bar = ProgressBar(len(entries), label="words") if progress and entries else None
@@ -108,7 +108,7 @@ def build_table(
         artifact=str(model.path.resolve()),
         variant=model.variant.precision.value,
         layers=chosen,
-        combine=how.value,
+        combine=options.combine.value,
         layer_weights=None if layer_weights is None else tuple(float(w) for w in layer_weights),
         merge=how_merge.value,
         dtype="float16" if dtype == "float16" else "float32",
@@ -161,26 +161,17 @@ def _piece_vectors(
     unknown = set(model.manifest.inputs) - {"input_ids", "attention_mask", "token_type_ids"}
     if unknown:
         raise ArtifactError(f"the model takes inputs {sorted(unknown)} that bertx vocab does not know how to fill")
-    bar = ProgressBar(len(ids), label="pieces") if progress else None
-    try:
-        for start in range(0, len(ids), batch_size):
-            chunk = ids[start : start + batch_size]
-            input_ids = np.empty((len(chunk), 3), dtype=np.int64)
-            input_ids[:, 0], input_ids[:, 1], input_ids[:, 2] = first, chunk, last
-            by_name = {
-                "input_ids": input_ids,
-                "attention_mask": np.ones_like(input_ids),
-                "token_type_ids": np.zeros_like(input_ids),
-            }
-            feeds = {name: by_name[name] for name in model.manifest.inputs}
-            fetched = dict(zip(wanted, model._run(names, feeds)))
-            states = [np.asarray(fetched[i][:, 1, :], dtype=np.float32) for i in layers]
-            vectors[chunk] = combine_states(states, how, weights)
-            if bar is not None:
-                bar.advance(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
+
+    def make(rows: np.ndarray) -> Batch:
+        input_ids = np.empty((len(rows), 3), dtype=np.int64)
+        input_ids[:, 0], input_ids[:, 1], input_ids[:, 2] = first, ids[rows], last
+        return Batch(input_ids, np.ones_like(input_ids), np.zeros_like(input_ids))
+
+    lengths = np.full(len(ids), 3, dtype=np.int64)
+    for rows, _, arrays in model.forward.batched(lengths, make, batch_size, names, "pieces" if progress else False):
+        fetched = dict(zip(wanted, arrays))
+        states = [np.asarray(fetched[i][:, 1, :], dtype=np.float32) for i in layers]
+        vectors[ids[rows]] = combine_states(states, how, weights)
     return vectors
 
 

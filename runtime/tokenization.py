@@ -82,10 +82,13 @@ class TextEncoder:
             types[row, :n] = encoding.type_ids
         return Batch(ids, mask, types)
 
-    def encode_windows(self, texts: Sequence[str], overlap: int, window: int | None = None) -> list[Encoding]:
-        """Tokenize texts into windows of `window` tokens (default max_length), special tokens included;
-        each text's further windows are in `encoding.overflowing`, repeating `overlap` tokens."""
-        check_texts(texts)
+    def windows(self, overlap: int, window: int | None = None) -> tuple[int, int]:
+        """Check a window size (default max_length, special tokens included) and an overlap against this
+        tokenizer; return (window, overlap).
+
+        Raises:
+            OptionError: either is out of range; the message gives the range for this model.
+        """
         size = self.max_length if window is None else window
         if isinstance(size, bool) or not isinstance(size, int) or not self._specials + 2 <= size <= self.max_length:
             raise OptionError(
@@ -97,6 +100,13 @@ class TextEncoder:
             raise OptionError(
                 f"chunk_overlap must be an integer from 0 to {limit} for windows of {size}, got {overlap!r}"
             )
+        return size, overlap
+
+    def encode_windows(self, texts: Sequence[str], overlap: int, window: int | None = None) -> list[Encoding]:
+        """Tokenize texts into windows of `window` tokens (default max_length), special tokens included;
+        each text's further windows are in `encoding.overflowing`, repeating `overlap` tokens."""
+        check_texts(texts)
+        size, overlap = self.windows(overlap, window)
         with self._lock:
             windowed = self._windowed.get((size, overlap))
             if windowed is None:

@@ -7,6 +7,7 @@ here is imported by `import bertx`.
 from __future__ import annotations
 
 from .batcher import Batcher, BatchSettings, Overloaded
-from .server import INSTALL, ServerSettings, create_app, serve
+from .server import INSTALL, create_app, serve
+from .settings import ServerSettings
 
 __all__ = ["INSTALL", "BatchSettings", "Batcher", "Overloaded", "ServerSettings", "create_app", "serve"]

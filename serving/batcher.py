@@ -79,6 +79,7 @@ class RoundStats:
     tokens: int
     requests: int
     seconds: float
+    calls: int = 1  # model calls: one per distinct recipe among the round's requests
 
 
 class Batcher:
@@ -179,7 +180,7 @@ class Batcher:
                     job.future.set_exception(outcome)
                 else:
                     job.future.set_result(outcome)
-            self._on_round(RoundStats(texts, tokens, len(jobs), seconds))
+            self._on_round(RoundStats(texts, tokens, len(jobs), seconds, len({job.key for job in jobs})))
             if stop:
                 return
 

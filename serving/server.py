@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bertx.errors import MissingDependencyError, OptionError
+from bertx.loading import LoadOptions
 
-from .batcher import BatchSettings
+from .settings import ServerSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -20,33 +20,6 @@ if TYPE_CHECKING:
 
 INSTALL = "pip install 'bertx[serve]'"
 _NEEDS = ("fastapi", "uvicorn", "prometheus_client")
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Limits and identity of one server.
-
-    Attributes:
-        batch: How concurrent requests are coalesced (see `BatchSettings`).
-        max_inputs: Most texts one request may send (413 beyond).
-        max_body_bytes: Largest request body (413 beyond).
-        api_key: When set, every route but /health and /ready needs `Authorization: Bearer KEY`.
-        model_name: The name responses carry in `model` [the artifact's source id].
-    """
-
-    batch: BatchSettings = field(default_factory=BatchSettings)
-    max_inputs: int = 2048
-    max_body_bytes: int = 8 * 1024 * 1024
-    api_key: str | None = field(default=None, repr=False)
-    model_name: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_inputs", "max_body_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(f"{name} must be a positive integer, got {value!r}")
-        if self.api_key is not None and not self.api_key.strip():
-            raise OptionError("the API key is empty")
 
 
 def require_extra() -> None:
@@ -81,19 +54,16 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
 
 def serve(
     artifact: str | os.PathLike[str],
-    variant: str = "fp32",
-    device: str | None = None,
-    threads: int | None = None,
+    load: LoadOptions | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
     settings: ServerSettings | None = None,
-    batch_tokens: int | None = None,
-    verify: bool = True,
     log_level: str = "info",
     graceful_timeout: int = 60,
     **uvicorn_options: Any,
 ) -> None:
-    """Load `artifact` and serve it over HTTP until SIGTERM or SIGINT.
+    """Load `artifact` (as `load` says: variant, device, threads, batch_tokens, …) and serve it over HTTP
+    until SIGTERM or SIGINT.
 
     On either signal the server stops accepting connections, finishes every request in flight (for
     at most `graceful_timeout` seconds) and returns.
@@ -105,17 +75,9 @@ def serve(
     require_extra()
     import uvicorn
 
-    from bertx.batching import DEFAULT_BATCH_TOKENS
     from bertx.model import Model
 
-    model = Model.from_pretrained(
-        artifact,
-        variant=variant,
-        device=device,
-        threads=threads,
-        batch_tokens=DEFAULT_BATCH_TOKENS if batch_tokens is None else batch_tokens or None,
-        verify=verify,
-    )
+    model = Model.load(artifact, load or LoadOptions())
     app = create_app(model, settings)
     config = uvicorn.Config(
         app,

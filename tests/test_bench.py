@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertx.bench import harness, report
-from bertx.bench.engines import PYTORCH, ST_TORCH
+from bertx.bench import harness, measuring, report
+from bertx.bench.engine_types import PYTORCH, ST_TORCH
 
 from conftest import processes_with
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def results(tiny_artifact: Path) -> harness.Results:
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if it were not installed
-    settings = harness.Settings(
+    settings = measuring.Settings(
         batch_sizes=(1, 4),
         fixed_lengths=(16, 512),
         fixed_count=4,
@@ -57,8 +57,8 @@ def test_rows_ratios_and_accuracy(results: harness.Results) -> None:
         assert row.ratio_to_st is None
     assert by_key[("bertx-fp32", "corpus", 1)].texts == 5 and by_key[("bertx-fp32", "corpus", 4)].texts == 12
     # Every engine also ran the corpus with its own default settings (bertx: its token budget).
-    assert all(by_key[(engine, "corpus", harness.DEFAULTS)].texts == 12 for engine in engines)
-    assert not any(r.batch_size == harness.DEFAULTS for r in results.rows if r.workload != "corpus")
+    assert all(by_key[(engine, "corpus", measuring.DEFAULTS)].texts == 12 for engine in engines)
+    assert not any(r.batch_size == measuring.DEFAULTS for r in results.rows if r.workload != "corpus")
     facts = {f.engine: f for f in results.engines}
     assert facts[PYTORCH].cosine_min == pytest.approx(1.0, abs=1e-6)
     assert facts["bertx-fp32"].cosine_min is not None and facts["bertx-fp32"].cosine_min > 0.99999
@@ -126,9 +126,9 @@ def test_preset_int8_needs_a_preset(tiny_artifact: Path) -> None:
     assert result.returncode == 2 and "--preset-int8 applies only with --preset" in result.stderr, result.stderr
 
 
-def _two_rounds(*engines: str) -> harness.Settings:
+def _two_rounds(*engines: str) -> measuring.Settings:
     """Two timed rounds of 8 corpus texts at batch 4, each engine in its own process."""
-    return harness.Settings(
+    return measuring.Settings(
         batch_sizes=(4,),
         fixed_lengths=(),
         corpus_limit=8,
@@ -158,9 +158,9 @@ def test_engines_measured_in_their_own_processes(tiny_artifact: Path) -> None:
     assert facts["bertx-fp32"].details == {"engine": "onnxruntime"}
     assert {(r.engine, r.workload, r.batch_size, r.texts) for r in results.rows} == {
         (PYTORCH, "corpus", 4, 8),
-        (PYTORCH, "corpus", harness.DEFAULTS, 8),
+        (PYTORCH, "corpus", measuring.DEFAULTS, 8),
         ("bertx-fp32", "corpus", 4, 8),
-        ("bertx-fp32", "corpus", harness.DEFAULTS, 8),
+        ("bertx-fp32", "corpus", measuring.DEFAULTS, 8),
     }
 
 

@@ -157,13 +157,15 @@ def test_jsonl_and_csv_inputs_npz_output_and_search(tiny_artifact: Path, tmp_pat
 
 
 def test_word_vectors_as_jsonl(tiny_artifact: Path, tmp_path: Path) -> None:
-    result = run("embed", str(tiny_artifact), "the riverbank cat", "--words", "first", "-o", str(tmp_path / "w.jsonl"))
+    result = run(
+        "embed", str(tiny_artifact), "the riverbank cat", "--words", "--merge", "first", "-o", str(tmp_path / "w.jsonl")
+    )
     assert result.returncode == 0, result.stderr
     row = json.loads((tmp_path / "w.jsonl").read_text())
     want = bertx.Model.from_pretrained(tiny_artifact).encode_words(["the riverbank cat"], merge="first")[0]
     assert row["words"] == list(want.words) == ["the", "riverbank", "cat"]
     np.testing.assert_allclose(np.array(row["vectors"]), want.vectors, atol=1e-6)
-    result = run("embed", str(tiny_artifact), "the cat", "--words", "mean", "-o", str(tmp_path / "w.npy"))
+    result = run("embed", str(tiny_artifact), "the cat", "--words", "-o", str(tmp_path / "w.npy"))
     assert result.returncode == 2 and ".jsonl" in result.stderr
 
 
@@ -264,3 +266,24 @@ def test_help_shows_every_option_name_whole_at_any_width(columns: str) -> None:
                 whole = re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-]|…)", shown)
                 assert option.startswith("-") and whole, (name, option, columns)
     assert checked > 50  # every command's options were read
+
+
+def test_every_sentence_option_on_the_command_line_matches_pytorch(
+    tiny_artifact: Path, tiny_bert: Path, tmp_path: Path
+) -> None:
+    from reference import MIXED_TEXTS, cosines, torch_hidden_states
+
+    target = tmp_path / "weighted.npy"
+    args = ["--layers", "-1,-2", "--combine", "weighted", "--layer-weights", "0.7,0.3", "--pooling", "mean"]
+    result = run(
+        "embed", str(tiny_artifact), *MIXED_TEXTS, *args, "--pool-before-combine", "--truncate-dim", "16",
+        "--normalize-embeddings", "-o", str(target),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    got = np.load(target)
+    want = []
+    for states in torch_hidden_states(tiny_bert, MIXED_TEXTS, 128):
+        pooled = 0.7 * states[-1].mean(axis=0) + 0.3 * states[-2].mean(axis=0)
+        want.append(pooled[:16] / np.linalg.norm(pooled[:16]))
+    assert got.shape == (len(MIXED_TEXTS), 16) and cosines(got, np.stack(want)).min() >= 0.9999
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)

@@ -208,7 +208,7 @@ def test_bad_corpora_are_refused_in_one_line(tiny_artifact: Path, tmp_path: Path
         "embed", str(tiny_artifact), "-i", str(tmp_path / "none*"), "-o", str(tmp_path / "o"), "--engine", "ray"
     )
     assert nothing.returncode == 2 and "no input files" in nothing.stderr
-    words = run_cli(*args, "--words", "mean")
+    words = run_cli(*args, "--words")
     assert words.returncode == 2 and "--engine ray writes sentence vectors" in words.stderr
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")

@@ -69,6 +69,13 @@ def test_openai_embeddings_match_pytorch_and_in_process(server: Server, tiny_art
     one = post(server, "/v1/embeddings", {"input": TEXTS[0], "encoding_format": "base64"}).json()
     decoded = np.frombuffer(base64.b64decode(one["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_array_equal(decoded, got[0])
+    # OpenAI's `dimensions` is bertx's truncate_dim: the first N dimensions (normalized after the cut when the
+    # model normalizes)
+    cut = post(server, "/v1/embeddings", {"input": TEXTS, "dimensions": 3}).json()
+    short = np.array([d["embedding"] for d in cut["data"]], dtype=np.float32)
+    full = torch_sentence_embeddings(tiny_bert, TEXTS, 128, defaults.pooling.value, False)[:, :3]
+    assert short.shape == (len(TEXTS), 3) and cosines(short, full).min() >= 0.9999
+    np.testing.assert_allclose(short, model.encode(TEXTS, truncate_dim=3), atol=1e-6)
 
 
 def test_native_routes_give_any_layer_tokens_and_words(server: Server, tiny_bert: Path) -> None:
@@ -112,6 +119,46 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(server: Serv
     assert parts == len(requests) and rounds < len(requests)  # several requests shared rounds
 
 
+def test_equivalent_requests_by_any_route_share_one_model_call(tiny_artifact: Path, tmp_path: Path) -> None:
+    # A round waits long enough here for both requests to be in it; they mean the same computation (the
+    # artifact's defaults, spelled three ways), so the round makes one model call, not three.
+    running = start(tiny_artifact, tmp_path, "--max-wait-ms", "1000")
+    try:
+        model = bertx.Model.from_pretrained(tiny_artifact)
+        defaults = model.manifest.defaults
+        bodies = [
+            ("/v1/embeddings", {"input": TEXTS[:2]}),
+            ("/embed", {"inputs": TEXTS[2:4]}),
+            (
+                "/embed",
+                {
+                    "inputs": TEXTS[4:5],
+                    "layers": "last",
+                    "pooling": defaults.pooling.value,
+                    "normalize": defaults.normalize,
+                },
+            ),
+        ]
+
+        async def together() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=running.url, timeout=60) as client:
+                return await asyncio.gather(*(client.post(route, json=body) for route, body in bodies))
+
+        def count(name: str) -> float:
+            text = httpx.get(f"{running.url}/metrics", timeout=10).text
+            return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+        calls, rounds = count("bertx_model_calls_total"), count("bertx_batch_requests_count")
+        replies = asyncio.run(together())
+        assert [r.status_code for r in replies] == [200, 200, 200], [r.text for r in replies]
+        assert count("bertx_model_calls_total") - calls == 1
+        assert count("bertx_batch_requests_count") - rounds == 1
+        got = np.array([d["embedding"] for d in replies[0].json()["data"]] + replies[1].json()["embeddings"])
+        np.testing.assert_allclose(got, model.encode(TEXTS[:4]), atol=1e-6)
+    finally:
+        assert running.stop() == 0
+
+
 def test_a_request_larger_than_a_round_is_split_not_refused(server: Server, tiny_artifact: Path) -> None:
     texts = [" ".join([TEXTS[i % 3]] * 3) for i in range(60)]  # about 40 tokens each, 256 per round
     rounds_before = metric(server, "bertx_batch_requests_count")
@@ -136,7 +183,10 @@ def test_refusals_are_json_and_the_server_keeps_serving(server: Server) -> None:
         (post(server, "/v1/embeddings", {"input": [1, 2]}), 422),
         (post(server, "/v1/embeddings", {"input": []}), 400),
         (post(server, "/v1/embeddings", {"input": "x", "temperature": 1}), 422),
-        (post(server, "/v1/embeddings", {"input": "x", "dimensions": 3}), 400),
+        (post(server, "/v1/embeddings", {"input": "x", "dimensions": 33}), 400),
+        (post(server, "/v1/embeddings", {"input": "x", "dimensions": 0}), 400),
+        (post(server, "/embed", {"inputs": "x", "layers": "::0"}), 400),
+        (post(server, "/embed", {"inputs": "x", "combine": "weighted", "layer_weights": [1e39]}), 400),
         (post(server, "/v1/embeddings", {"input": ["x"] * 65}), 413),
         (post(server, "/v1/embeddings", {"input": ["word " * 2000] * 8}), 413),
         (post(server, "/embed", {"inputs": "x", "layers": 99}), 400),

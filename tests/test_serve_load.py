@@ -13,7 +13,9 @@ import pytest
 pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from bertx.bench.serve_load import LoadSettings, run, write
+from bertx.bench.load_results import LoadSettings
+from bertx.bench.serve_load import run
+from bertx.bench.serve_report import write
 
 
 def test_load_levels_count_every_request_and_serve_in_process_vectors(tiny_artifact: Path, tmp_path: Path) -> None:
@@ -40,7 +42,7 @@ def test_load_levels_count_every_request_and_serve_in_process_vectors(tiny_artif
 
 
 def test_a_served_vector_that_differs_from_in_process_shows_in_the_level() -> None:
-    from bertx.bench.serve_load import _level, _Tally
+    from bertx.bench.load_clients import _level, _Tally
 
     reference = np.eye(3, 4, dtype=np.float32)
     tally = _Tally(latencies=[0.001, 0.002, 0.003], vectors={0: reference[0], 2: reference[2] + 0.25})

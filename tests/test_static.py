@@ -306,7 +306,7 @@ def test_cli_writes_a_table_and_replaces_it(tiny_artifact: Path, tmp_path: Path,
     words.write_text("\n".join(WORDS) + "\n", encoding="utf-8")
     target = tmp_path / "table.npz"
     result = runner.invoke(
-        app, ["vocab", str(tiny_artifact), "-o", str(target), "--words", str(words), "--threads", "1"]
+        app, ["vocab", str(tiny_artifact), "-o", str(target), "--word-file", str(words), "--threads", "1"]
     )
     assert result.exit_code == 0, result.output
     assert "pieces" in result.output and "4 words" in result.output and "dim 32" in result.output
@@ -327,9 +327,9 @@ def test_cli_writes_a_table_and_replaces_it(tiny_artifact: Path, tmp_path: Path,
     "args,message",
     [
         (["-o", "table.txt"], "--output must be a file ending in .npz"),
-        (["-o", "t.npz", "--words", "w.txt", "--vocabulary"], "give one of them"),
+        (["-o", "t.npz", "--word-file", "w.txt", "--vocabulary"], "give one of them"),
         (["-o", "t.npz", "--layers", "9"], "layer 9 is out of range"),
-        (["-o", "t.npz", "--words", "missing.txt"], "cannot read input file missing.txt"),
+        (["-o", "t.npz", "--word-file", "missing.txt"], "cannot read input file missing.txt"),
         (["-o", "t.npz", "--variant", "bf16"], "bf16"),
     ],
 )

@@ -1,0 +1,216 @@
+"""The load test's clients: raw HTTP/1.1 connections sending real text at a fixed concurrency, tallying
+latency, errors and the vectors that came back; and a soak at steady load."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bertx.pooling import cosine_rows
+
+from .load_results import Level, LoadSettings, ServerResult, Soak, rss_mb, server_url
+
+
+@dataclass(repr=False)  # asyncio formats a task's result when it finishes: 1,000 vectors took seconds
+class _Tally:
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+    vectors: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def levels(
+    result: ServerResult,
+    process: subprocess.Popen[bytes],
+    route: str,
+    texts: Sequence[str],
+    reference: np.ndarray,
+    settings: LoadSettings,
+    progress: Callable[[str], None],
+) -> None:
+    url = server_url(result) + route
+    for clients in settings.clients:
+        progress(f"{result.name}: {clients} clients …")
+        asyncio.run(_load(url, texts, clients, 2 * clients, settings.seconds, keep=False))  # warm-up
+        started = time.perf_counter()
+        tally = asyncio.run(_load(url, texts, clients, settings.requests, settings.seconds, keep=True))
+        elapsed = time.perf_counter() - started
+        result.levels.append(_level(clients, tally, elapsed, reference, rss_mb(process.pid)))
+
+
+def _level(clients: int, tally: _Tally, elapsed: float, reference: np.ndarray, rss: float | None) -> Level:
+    done = len(tally.latencies)
+    diff = cosine = None
+    if tally.vectors:
+        rows = sorted(tally.vectors)
+        got = np.stack([tally.vectors[i] for i in rows])
+        want = reference[rows]
+        diff = float(np.abs(got - want).max())
+        cosine = float(cosine_rows(got, want).min())
+    return Level(
+        clients=clients,
+        requests=done + tally.errors,
+        errors=tally.errors,
+        seconds=elapsed,
+        texts_per_s=done / elapsed if elapsed > 0 else 0.0,
+        p50_ms=percentile(tally.latencies, 50),
+        p95_ms=percentile(tally.latencies, 95),
+        p99_ms=percentile(tally.latencies, 99),
+        rss_mb=rss,
+        max_abs_diff=diff,
+        min_cosine=cosine,
+        first_error=tally.first_error,
+    )
+
+
+async def _load(url: str, texts: Sequence[str], clients: int, requests: int, seconds: float, keep: bool) -> _Tally:
+    """`clients` concurrent clients, each on its own keep-alive connection sending one text a request and
+    waiting for its answer, until `requests` were sent or `seconds` passed."""
+    tally = _Tally()
+    counter = itertools.count()
+    deadline = time.perf_counter() + seconds
+    host, port, path = _splitserver_url(url)
+    bodies = [json.dumps({"input": [t], "model": "model", "encoding_format": "base64"}).encode() for t in texts]
+
+    async def one_client() -> None:
+        connection: _Connection | None = None
+        try:
+            while (i := next(counter)) < requests and time.perf_counter() < deadline:
+                row = i % len(texts)
+                start = time.perf_counter()
+                try:
+                    connection = connection or await _Connection.open(host, port)
+                    status, payload = await asyncio.wait_for(connection.post(path, bodies[row]), 60)
+                    elapsed = time.perf_counter() - start
+                    if status != 200:
+                        _error(tally, f"HTTP {status}: {payload[:200].decode(errors='replace')}")
+                        continue
+                    encoded = json.loads(payload)["data"][0]["embedding"]
+                    vector = np.frombuffer(base64.b64decode(encoded), np.float32)
+                except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError, IndexError) as exc:
+                    _error(tally, f"{type(exc).__name__}: {exc}")
+                    if connection is not None:
+                        connection.close()
+                    connection = None
+                    continue
+                tally.latencies.append(elapsed)
+                if keep and row not in tally.vectors:
+                    tally.vectors[row] = vector
+        finally:
+            if connection is not None:
+                connection.close()
+
+    await asyncio.gather(*(one_client() for _ in range(clients)))
+    return tally
+
+
+class _Connection:
+    """One HTTP/1.1 keep-alive connection. The load generator speaks HTTP over asyncio streams itself
+    because it shares the machine's cores with the server it measures: a general client (httpx) spent
+    about 4 ms of CPU a request here, a third of what bertx spends embedding a text."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
+        self.reader, self.writer, self.host = reader, writer, host
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Connection:
+        reader, writer = await asyncio.open_connection(host, port)
+        return cls(reader, writer, f"{host}:{port}")
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode("ascii") + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionResetError("the server closed the connection")
+        status = int(status_line.split()[1])
+        length, chunked = 0, False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+            elif name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        if not chunked:
+            return status, await self.reader.readexactly(length)
+        parts = []
+        while size := int((await self.reader.readline()).split(b";")[0], 16):
+            parts.append(await self.reader.readexactly(size))
+            await self.reader.readline()
+        await self.reader.readline()
+        return status, b"".join(parts)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _splitserver_url(url: str) -> tuple[str, int, str]:
+    """Host, port and path of an http:// URL."""
+    rest = url.removeprefix("http://")
+    address, _, path = rest.partition("/")
+    host, _, port = address.partition(":")
+    return host, int(port or 80), "/" + path
+
+
+def _error(tally: _Tally, message: str) -> None:
+    tally.errors += 1
+    if tally.first_error is None:
+        tally.first_error = message
+
+
+def soak_test(process: subprocess.Popen[bytes], url: str, texts: Sequence[str], settings: LoadSettings) -> Soak:
+    """`soak_clients` clients for `soak_seconds`, the server's resident memory sampled every 5 s."""
+    samples: list[tuple[float, float]] = []
+    start = time.perf_counter()
+
+    async def sampled() -> _Tally:
+        async def sample() -> None:
+            while True:
+                rss = rss_mb(process.pid)
+                if rss is not None:
+                    samples.append((time.perf_counter() - start, rss))
+                await asyncio.sleep(5)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            return await _load(url, texts, settings.soak_clients, 10**9, settings.soak_seconds, keep=False)
+        finally:
+            sampler.cancel()
+
+    tally = asyncio.run(sampled())
+    elapsed = time.perf_counter() - start
+    rss = rss_mb(process.pid)
+    if rss is not None:
+        samples.append((elapsed, rss))
+    after_minute = next((mb for t, mb in samples if t >= 60), None)
+    growth = samples[-1][1] / after_minute - 1 if after_minute and samples[-1][0] > 60 else None
+    return Soak(
+        clients=settings.soak_clients,
+        seconds=elapsed,
+        requests=len(tally.latencies) + tally.errors,
+        errors=tally.errors,
+        texts_per_s=len(tally.latencies) / elapsed,
+        p99_ms=percentile(tally.latencies, 99),
+        rss_mb=[(round(t, 1), round(mb, 1)) for t, mb in samples],
+        growth_after_first_minute=growth,
+        first_error=tally.first_error,
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def percentile(latencies: Sequence[float], q: float) -> float:
+    return float(np.percentile(latencies, q) * 1000) if latencies else float("nan")

@@ -1,0 +1,82 @@
+"""The load test's results as Markdown, JSON beside it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from .load_results import LoadResults
+from .results_io import write_results
+
+
+def markdown(results: LoadResults, command: str) -> str:
+    """The results as markdown: one table of every server and level, then the soak."""
+    m, settings = results.machine, results.settings
+    ip = results.in_process
+    lines = [
+        f"# bertx serve under load: {Path(results.artifact).name} ({settings.variant})",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {m['cpu']} ({m['arch']}), {m['cores']} cores, AVX-512 {m['avx512']}, VNNI {m['vnni']}, "
+        f"BF16 {m['bf16']}; {settings.threads} inference threads; clients in one process on the same machine.  ",
+        f"Each request: one corpus text, `/v1/embeddings` with base64 vectors. Each level: up to "
+        f"{settings.requests} requests or {settings.seconds:.0f} s after a warm-up of 2 requests a client.  ",
+        f"bertx in-process (`Model.encode` at its defaults, fresh process): {ip['texts_per_s']:.1f} texts/s "
+        "over the whole list at once; in consecutive groups of N texts (N = clients: the most a server can "
+        "batch when N clients each send one text and wait) "
+        + ", ".join(f"N={n}: {v:.1f}" for n, v in ip["rounds_texts_per_s"].items())
+        + f" texts/s; batch-1 p50 {ip['batch1_p50_ms']:.2f} ms, p99 {ip['batch1_p99_ms']:.2f} ms.",
+        "",
+        "| server | clients | texts/s | × in-process, whole list | × in-process, groups of N | p50 ms | p95 ms | "
+        "p99 ms | errors | RSS MB | max abs diff | min cos |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for server in results.servers:
+        if server.skipped:
+            lines.append(f"| {server.name} | skipped: {server.skipped} ||||||||||| ")
+            continue
+        for level in server.levels:
+            lines.append(
+                f"| {server.name} | {level.clients} | {level.texts_per_s:.1f} | "
+                f"{level.texts_per_s / ip['texts_per_s']:.2f}× | "
+                f"{_ratio(level.texts_per_s, ip['rounds_texts_per_s'].get(str(level.clients)))} | "
+                f"{level.p50_ms:.1f} | {level.p95_ms:.1f} | "
+                f"{level.p99_ms:.1f} | {level.errors} | {_num(level.rss_mb, 0)} | "
+                f"{_sci(level.max_abs_diff)} | {_num(level.min_cosine, 5)} |"
+            )
+    lines += ["", "| server | startup s | idle RSS MB |", "|---|---:|---:|"]
+    for server in results.servers:
+        if not server.skipped:
+            lines.append(f"| {server.name} | {_num(server.startup_s, 1)} | {_num(server.idle_rss_mb, 0)} |")
+    errors = [(s.name, lv.first_error) for s in results.servers for lv in s.levels if lv.first_error]
+    if errors:
+        lines += ["", "First errors:", *(f"- {name}: {message}" for name, message in errors)]
+    soak = results.soak
+    if soak is not None:
+        growth = "n/a" if soak.growth_after_first_minute is None else f"{100 * soak.growth_after_first_minute:+.1f}%"
+        samples = ", ".join(f"{t:.0f} s {mb:.0f}" for t, mb in soak.rss_mb[:: max(1, len(soak.rss_mb) // 12)])
+        lines += [
+            "",
+            f"Soak: {soak.clients} clients for {soak.seconds:.0f} s: {soak.requests} requests, {soak.errors} errors, "
+            f"{soak.texts_per_s:.1f} texts/s, p99 {soak.p99_ms:.1f} ms; server RSS after the first minute to the "
+            f"end {growth} (MB at: {samples}).",
+        ]
+        if soak.first_error:
+            lines.append(f"First soak error: {soak.first_error}")
+    return "\n".join(lines) + "\n"
+
+
+def write(results: LoadResults, out_dir: Path, stem: str, command: str) -> list[Path]:
+    return write_results(out_dir, stem, asdict(results) | {"command": command}, markdown(results, command))
+
+
+def _ratio(value: float, base: float | None) -> str:
+    return "–" if not base else f"{value / base:.2f}×"
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _sci(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1e}"

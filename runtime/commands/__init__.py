@@ -1,0 +1,1 @@
+"""The `bertx` commands, one module per group; `bertx.cli` puts them together."""

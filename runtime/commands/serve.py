@@ -1,0 +1,90 @@
+"""`bertx serve`: the HTTP server over one artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from bertx.batching import DEFAULT_BATCH_TOKENS
+from bertx.errors import BertxError
+from bertx.loading import LoadOptions
+from bertx.session import Device
+
+from .common import VARIANT_HELP, VariantChoice, app, err
+
+
+@app.command()
+def serve(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")],
+    variant: Annotated[VariantChoice, typer.Option(help=VARIANT_HELP)] = VariantChoice.FP32,
+    device: Annotated[
+        Device | None, typer.Option(help="cpu, cuda, tensorrt, openvino, auto [the variant's engine].")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8080,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="File holding the API key clients send as `Authorization: Bearer KEY`.")
+    ] = None,
+    max_batch_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens one batching round of concurrent requests holds.")
+    ] = 8192,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, max=1000, help="Wait for more requests in a round (0: run what is queued).")
+    ] = 0.0,
+    max_queue_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens that may wait; beyond, requests get 503 with Retry-After.")
+    ] = 262_144,
+    max_inputs: Annotated[int, typer.Option(min=1, help="Most texts per request.")] = 2048,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, in MiB.")] = 8.0,
+    batch_tokens: Annotated[
+        int, typer.Option(min=0, help="Padded tokens per inference call inside a round; 0 batches by count only.")
+    ] = DEFAULT_BATCH_TOKENS,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads [what the process may use].")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Name responses carry [the artifact's source id].")] = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the model files' sha256 first.")] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+) -> None:
+    """Serve embeddings over HTTP: OpenAI's /v1/embeddings, /embed (any layers), /embed/tokens, /embed/words,
+    /health, /ready, /info, /metrics. Concurrent requests are batched together. Needs `bertx[serve]`."""
+    try:
+        _serve(**locals())
+    except BertxError as exc:  # not through _user_errors: a server runs for days, its warnings are logged
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _serve(
+    artifact: Path,
+    variant: VariantChoice,
+    device: Device | None,
+    host: str,
+    port: int,
+    api_key_file: Path | None,
+    max_batch_tokens: int,
+    max_wait_ms: float,
+    max_queue_tokens: int,
+    max_inputs: int,
+    max_body_mb: float,
+    batch_tokens: int,
+    threads: int | None,
+    model_name: str | None,
+    verify: bool,
+    log_level: str,
+) -> None:
+    from bertx.serving import BatchSettings, ServerSettings
+    from bertx.serving.server import read_api_key, require_extra
+    from bertx.serving.server import serve as run_server
+
+    require_extra()
+    settings = ServerSettings(
+        batch=BatchSettings(max_batch_tokens, max_wait_ms, max_queue_tokens),
+        max_inputs=max_inputs,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        api_key=read_api_key(api_key_file) if api_key_file is not None else None,
+        model_name=model_name,
+    )
+    load = LoadOptions(variant.value, device, threads, batch_tokens=batch_tokens, verify=verify)
+    run_server(artifact, load, host=host, port=port, settings=settings, log_level=log_level)

@@ -1,0 +1,36 @@
+"""The limits and identity of one server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bertx.errors import OptionError
+
+from .batcher import BatchSettings
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Limits and identity of one server.
+
+    Attributes:
+        batch: How concurrent requests are coalesced (see `BatchSettings`).
+        max_inputs: Most texts one request may send (413 beyond).
+        max_body_bytes: Largest request body (413 beyond).
+        api_key: When set, every route but /health and /ready needs `Authorization: Bearer KEY`.
+        model_name: The name responses carry in `model` [the artifact's source id].
+    """
+
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    max_inputs: int = 2048
+    max_body_bytes: int = 8 * 1024 * 1024
+    api_key: str | None = field(default=None, repr=False)
+    model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_inputs", "max_body_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionError(f"{name} must be a positive integer, got {value!r}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise OptionError("the API key is empty")
