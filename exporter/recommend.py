@@ -14,7 +14,7 @@ from bertx.cpu import CpuInfo
 from bertx.manifest import ParityReport, Precision, Recommendation
 from bertx.tokenization import TextEncoder
 
-from .int8 import side_by_side, speed_sample
+from .int8 import fit_speed_sample, side_by_side, speed_sample
 
 ROUNDS = 3
 
@@ -41,7 +41,8 @@ def recommend(
     timed = {p: g for p, g in graphs.items() if p is not Precision.FP16}
     speeds = {Precision.FP32: 0.0}
     if len(timed) > 1:
-        sample = speed_sample(encoder)
+        fp32 = timed.get(Precision.FP32, next(iter(timed.values())))
+        sample = fit_speed_sample(speed_sample(encoder), fp32, input_names, output)
         speeds = dict(zip(timed, side_by_side(list(timed.values()), sample, input_names, output, ROUNDS)))
     passing = [p for p in timed if p is Precision.FP32 or qualifies(reports.get(p), target)]
     ranking = tuple(sorted(passing, key=lambda p: -speeds[p]))

@@ -18,6 +18,9 @@ from tokenizers import Encoding, Tokenizer
 
 from .errors import ArtifactError, InputError, OptionError
 
+# Tokenizer copies kept for chunking (one per window and overlap asked for), least recently used dropped.
+WINDOWED_KEPT = 4
+
 # One text, or a pair of texts (text_a, text_b) encoded together with segment ids, as BERT was trained
 # for sentence-pair tasks.
 TextInput = str | tuple[str, str]
@@ -108,13 +111,25 @@ class TextEncoder:
         check_texts(texts)
         size, overlap = self.windows(overlap, window)
         with self._lock:
-            windowed = self._windowed.get((size, overlap))
+            windowed = self._windowed.pop((size, overlap), None)
             if windowed is None:
                 windowed = Tokenizer.from_str(self._tokenizer.to_str())
                 windowed.no_padding()
                 windowed.enable_truncation(size, stride=overlap)
-                self._windowed[(size, overlap)] = windowed
+            # The most recently used settings last; a bounded number kept (each is a tokenizer copy, MBs).
+            self._windowed[(size, overlap)] = windowed
+            while len(self._windowed) > WINDOWED_KEPT:
+                self._windowed.pop(next(iter(self._windowed)))
         return list(windowed.encode_batch(list(texts), add_special_tokens=True))
+
+    def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[Encoding]:
+        """Tokens of each text (truncated to `max_length`), with or without the special tokens."""
+        check_texts(texts)
+        return list(self._tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens))
+
+    def decode(self, ids: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        """Text for each list of token ids."""
+        return list(self._tokenizer.decode_batch([list(row) for row in ids], skip_special_tokens=skip_special_tokens))
 
     def encode_words(self, texts: Sequence[Sequence[str]]) -> list[Encoding]:
         """Tokenize pre-split input: each text given as its list of words."""

@@ -11,13 +11,11 @@ in `service`, the API key and size limits in `guard`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -26,13 +24,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertx import __version__
 from bertx.errors import BertxError
+from bertx.manifest import HeadKind
 from bertx.model import Model, TruncationWarning
 from bertx.options import SENTENCE, TOKENS, WORDS, EncodeOptions
 
-from .guard import Guard, describe, error_response, json_response
-from .schemas import EmbedRequest, OpenAIEmbeddingRequest, TokensRequest, WordsRequest, options_of
+from .guard import TEI_ROUTES, Guard, describe, error_response, json_response, vector_json
+from .schemas import OpenAIEmbeddingRequest, TokensRequest, WordsRequest, options_of
 from .service import ApiError, Service
 from .settings import ServerSettings
+from .tei import add_tei_routes
 
 
 def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
@@ -64,19 +64,26 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(exc.status, exc.message, exc.kind, exc.retry_after)
+        return error_response(exc.status, exc.message, exc.kind, exc.retry_after, tei=_tei(request))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, "the body is not valid JSON")
-        return error_response(422, "; ".join(describe(e) for e in errors[:5]))
+            return error_response(400, "the body is not valid JSON", tei=_tei(request))
+        token_ids = request.url.path == "/v1/embeddings" and any(_token_ids(e) for e in errors)
+        if token_ids:
+            return error_response(
+                400,
+                "input as token ids is not supported: send the texts. LangChain's OpenAIEmbeddings sends token ids "
+                "by default; create it with check_embedding_ctx_length=False",
+            )
+        return error_response(422, "; ".join(describe(e) for e in errors[:5]), tei=_tei(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(exc.status_code, str(exc.detail), kind)
+        return error_response(exc.status_code, str(exc.detail), kind, tei=_tei(request))
 
     @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings")
     async def openai_embeddings(body: OpenAIEmbeddingRequest) -> Response:
@@ -84,19 +91,11 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
         recipe = service.recipe(_checked(body.options), SENTENCE)
         vectors, tokens = await service.run(recipe, texts)
         data = [
-            {"object": "embedding", "index": i, "embedding": _vector(v, body.encoding_format)}
+            {"object": "embedding", "index": i, "embedding": vector_json(v, body.encoding_format)}
             for i, v in enumerate(vectors)
         ]
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return json_response({"object": "list", "data": data, "model": service.name, "usage": usage})
-
-    @app.post("/embed", summary="Sentence vectors with any pooling, layers and combination")
-    async def embed(body: EmbedRequest) -> Response:
-        texts = service.texts(body.inputs)  # type: ignore[attr-defined]
-        recipe = service.recipe(_checked(lambda: options_of(body, SENTENCE)), SENTENCE)
-        vectors, tokens = await service.run(recipe, texts)
-        embeddings = [_vector(v, body.encoding_format) for v in vectors]  # type: ignore[attr-defined]
-        return json_response({"model": service.name, "embeddings": embeddings, "usage": {"prompt_tokens": tokens}})
 
     @app.post("/embed/tokens", summary="Token vectors with tokens and character offsets")
     async def embed_tokens(body: TokensRequest) -> Response:
@@ -125,11 +124,13 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
         ]
         return json_response({"model": service.name, "results": out, "usage": {"prompt_tokens": tokens}})
 
-    @app.get("/health", summary="The process is up")
+    add_tei_routes(app, service)
+
+    @app.api_route("/health", methods=["GET", "HEAD"], summary="The process is up")
     async def health() -> Response:
         return json_response({"status": "ok"})
 
-    @app.get("/ready", summary="The model is loaded and warmed up")
+    @app.api_route("/ready", methods=["GET", "HEAD"], summary="The model is loaded and warmed up")
     async def ready() -> Response:
         if not service.ready:
             return json_response({"status": "warming up"}, 503)
@@ -145,10 +146,28 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> Response:
-        return error_response(500, f"the server failed on this request: {type(exc).__name__}", "server_error")
+        message = f"the server failed on this request: {type(exc).__name__}"
+        return error_response(500, message, "server_error", tei=_tei(request))
 
     app.add_middleware(Guard, server=service)
     return app
+
+
+def _tei(request: Request) -> bool:
+    """Whether the route speaks text-embeddings-inference's error body."""
+    return request.url.path in TEI_ROUTES
+
+
+def _token_ids(error: Any) -> bool:
+    """A validation error of `input` where integers were sent (OpenAI's token-id input)."""
+    location = error.get("loc", ())
+    return len(location) >= 2 and location[1] == "input" and _ids(error.get("input"))
+
+
+def _ids(value: Any) -> bool:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return True
+    return isinstance(value, list) and bool(value) and all(_ids(item) for item in value)
 
 
 def _checked(make: Any) -> EncodeOptions | BertxError:
@@ -161,9 +180,17 @@ def _checked(make: Any) -> EncodeOptions | BertxError:
 
 
 def _info(service: Service) -> dict[str, Any]:
+    """bertx's facts about the model and the server, with text-embeddings-inference's /info fields beside them."""
     model, settings = service.model, service.settings
     manifest = model.manifest
     arch = manifest.architecture
+    head = manifest.head
+    if head is None:
+        model_type: dict[str, Any] = {"embedding": {"pooling": manifest.defaults.pooling.value}}
+    else:
+        labels = dict(enumerate(head.labels))
+        kind = "reranker" if head.kind is HeadKind.SEQUENCE_CLASSIFICATION and len(head.labels) == 1 else "classifier"
+        model_type = {kind: {"id2label": labels, "label2id": {v: k for k, v in labels.items()}}}
     return {
         "model": service.name,
         "bertx": __version__,
@@ -181,15 +208,20 @@ def _info(service: Service) -> dict[str, Any]:
         "limits": {
             "max_inputs": settings.max_inputs,
             "max_body_bytes": settings.max_body_bytes,
+            "max_request_chars": settings.max_request_chars,
             "max_batch_tokens": settings.batch.max_batch_tokens,
             "max_wait_ms": settings.batch.max_wait_ms,
             "max_queue_tokens": settings.batch.max_queue_tokens,
         },
+        # text-embeddings-inference's names for the same facts
+        "model_id": service.name,
+        "model_sha": manifest.source.sha256,
+        "model_dtype": model.variant.precision.value,
+        "model_type": model_type,
+        "max_input_length": model.max_seq_length,
+        "max_batch_tokens": settings.batch.max_batch_tokens,
+        "max_client_batch_size": settings.max_inputs,
+        "max_concurrent_requests": None,
+        "tokenization_workers": 1,
+        "version": __version__,
     }
-
-
-def _vector(vector: np.ndarray, encoding: str) -> list[float] | str:
-    if encoding == "base64":  # OpenAI's: little-endian float32 bytes
-        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    values: list[float] = np.asarray(vector, dtype=np.float32).tolist()
-    return values

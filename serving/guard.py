@@ -3,12 +3,15 @@ request metrics; and the JSON error responses every part of the server answers w
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import numpy as np
 from fastapi.responses import JSONResponse, Response
 
 from .service import Service
@@ -20,7 +23,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_ROUTES = ("/health", "/ready")  # answered without the API key, for load balancers and probes
-ROUTES = ("/v1/embeddings", "/embed", "/embed/tokens", "/embed/words", "/health", "/ready", "/info", "/metrics")
+# text-embeddings-inference's routes answer errors in TEI's body; the others in OpenAI's.
+TEI_ROUTES = ("/", "/embed", "/embed_all", "/rerank", "/predict", "/tokenize", "/decode")
+ROUTES = (*TEI_ROUTES, "/v1/embeddings", "/embed/tokens", "/embed/words", "/health", "/ready", "/info", "/metrics")
+ALLOWED = "GET, HEAD, POST, OPTIONS"
 
 
 class Guard:
@@ -44,17 +50,26 @@ class Guard:
                 status[0] = message["status"]
             await send(message)
 
+        tei = path in TEI_ROUTES
         try:
-            refusal = self._refusal(scope, path)
+            if scope["method"] == "OPTIONS":  # a CORS preflight or a client asking what the route takes
+                await Response(status_code=204, headers={"Allow": ALLOWED})(scope, receive, sending)
+                return
+            refusal = self._refusal(scope, path, tei)
             if refusal is not None:
                 await refusal(scope, receive, sending)
                 return
-            body = await self._read_body(scope, receive)
+            timeout = self.server.settings.read_timeout_s
+            try:
+                body = await asyncio.wait_for(self._read_body(scope, receive), timeout)
+            except TimeoutError:
+                message = f"the request body did not arrive within {timeout:g} s"
+                await error_response(408, message, tei=tei)(scope, receive, sending)
+                return
             if body is None:
                 limit = self.server.settings.max_body_bytes
-                await error_response(413, f"the body is over this server's limit of {limit} bytes")(
-                    scope, receive, sending
-                )
+                message = f"the body is over this server's limit of {limit} bytes"
+                await error_response(413, message, tei=tei)(scope, receive, sending)
                 return
             await self.app(scope, _replay(body, receive), sending)
         finally:
@@ -62,11 +77,11 @@ class Guard:
             metrics.requests.labels(route, str(status[0])).inc()
             metrics.latency.labels(route).observe(time.perf_counter() - started)
 
-    def _refusal(self, scope: Scope, path: str) -> Response | None:
+    def _refusal(self, scope: Scope, path: str, tei: bool) -> Response | None:
         headers = dict(scope.get("headers") or [])
         key = self.server.settings.api_key
         if key is None or path in OPEN_ROUTES:
-            return self._unsupported(scope, headers)
+            return self._unsupported(scope, headers, tei)
         given = headers.get(b"authorization", b"")
         scheme, _, token = given.partition(b" ")
         # compare_digest takes the same time wherever the strings differ; the key is never logged.
@@ -76,10 +91,10 @@ class Guard:
             )
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
-        return self._unsupported(scope, headers)
+        return self._unsupported(scope, headers, tei)
 
     @staticmethod
-    def _unsupported(scope: Scope, headers: dict[bytes, bytes]) -> Response | None:
+    def _unsupported(scope: Scope, headers: dict[bytes, bytes], tei: bool) -> Response | None:
         """415 for a POST whose body is not declared JSON (curl's default form type included)."""
         if scope["method"] != "POST":
             return None
@@ -87,7 +102,7 @@ class Guard:
         if kind == b"application/json" or kind.endswith(b"+json"):
             return None
         shown = kind.decode("latin-1") or "none"
-        return error_response(415, f"send the body as JSON with Content-Type: application/json (got {shown})")
+        return error_response(415, f"send the body as JSON with Content-Type: application/json (got {shown})", tei=tei)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole request body, or None when it is over the limit (read no further than that)."""
@@ -128,8 +143,15 @@ def json_response(content: Any, status: int = 200) -> Response:
     return Response(json.dumps(content, separators=(",", ":")), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, message: str, kind: str = "invalid_request_error", retry_after: int = 0) -> Response:
-    response = JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+def error_response(
+    status: int, message: str, kind: str = "invalid_request_error", retry_after: int = 0, tei: bool = False
+) -> Response:
+    """An error in OpenAI's body, `{"error": {"message", "type", "code"}}`, or text-embeddings-inference's,
+    `{"error": message, "error_type": type}`."""
+    body: dict[str, Any] = (
+        {"error": message, "error_type": kind} if tei else {"error": {"message": message, "type": kind, "code": status}}
+    )
+    response = JSONResponse(body, status_code=status)
     if retry_after:
         response.headers["Retry-After"] = str(retry_after)
     return response
@@ -138,3 +160,10 @@ def error_response(status: int, message: str, kind: str = "invalid_request_error
 def describe(error: dict[str, Any]) -> str:
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "body"
     return f"{where}: {error.get('msg', 'invalid')}"
+
+
+def vector_json(vector: np.ndarray, encoding: str) -> list[float] | str:
+    if encoding == "base64":  # OpenAI's: little-endian float32 bytes
+        return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+    values: list[float] = np.asarray(vector, dtype=np.float32).tolist()
+    return values

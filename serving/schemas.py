@@ -13,6 +13,18 @@ from bertx.options import DEFAULTS, SENTENCE, SPECS, TOKENS, WORDS, EncodeOption
 
 Texts = Annotated[str | list[str], Field(description="One text or a list of texts.")]
 Encoding = Literal["float", "base64"]
+Direction = Literal["Left", "Right", "left", "right"]
+# TEI's truncation fields: `truncate` false refuses a text over the model's length (413), true or unset cuts it.
+TRUNCATION: dict[str, Any] = {
+    "truncate": (
+        bool | None,
+        Field(default=None, description="false: a text over the model's length is refused (413); true or unset: cut."),
+    ),
+    "truncation_direction": (
+        Direction,
+        Field(default="Right", description="Which end is kept: Right keeps the start."),
+    ),
+}
 
 
 class Strict(BaseModel):
@@ -69,15 +81,24 @@ def options_of(body: BaseModel, kind: str) -> EncodeOptions:
 _WORD_INPUTS = (str | list[str] | list[list[str]], Field(description="Texts, or texts given as lists of words."))
 if TYPE_CHECKING:
     EmbedRequest = Strict
+    EmbedAllRequest = Strict
     TokensRequest = Strict
     WordsRequest = Strict
 else:
     EmbedRequest = _request(
         "EmbedRequest",
         SENTENCE,
-        "Sentence vectors with the runtime's options (see `Model.encode`).",
+        "TEI's embed request, and every bertx sentence option (see `Model.encode`).",
         (Texts, ...),
         encoding_format=(Encoding, "float"),
+        **TRUNCATION,
+    )
+    EmbedAllRequest = _request(
+        "EmbedAllRequest",
+        TOKENS,
+        "TEI's embed_all request: every token's vector, from any layers (see `Model.encode_tokens`).",
+        (Texts, ...),
+        **TRUNCATION,
     )
     TokensRequest = _request(
         "TokensRequest",

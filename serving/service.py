@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-from bertx.errors import BertxError
+from bertx.errors import BertxError, NonFiniteError
+from bertx.manifest import Head, HeadKind
 from bertx.model import Model
 from bertx.options import SENTENCE, WORDS, EncodeOptions
 from bertx.recipe import Recipe
+from bertx.tasks import require_head
 from bertx.tokenization import check_texts
 
 from .batcher import Batcher, Overloaded, RoundStats
 from .metrics import Metrics
 from .settings import ServerSettings
 
+# The batching key of task-head requests (/predict, /rerank): the head's logits for each text or pair.
+LOGITS = "logits"
 WARM_UP = ["warm-up", "A longer sentence to warm up the model with more than a handful of tokens in it."]
 
 
@@ -46,9 +51,10 @@ class Service:
 
     def _run_group(self, key: Hashable, items: list[Any]) -> Sequence[Any]:
         """In the batcher's thread: one call of the model for every queued item of this recipe."""
+        if key == LOGITS:
+            return self.model.head_logits(items)
         assert isinstance(key, Recipe)
-        results = self.model.compute(items, key)
-        return list(results)
+        return list(self.model.compute(items, key))
 
     async def warm_up(self) -> None:
         """Run the model once through the batcher, then report ready."""
@@ -65,38 +71,67 @@ class Service:
         except BertxError as exc:
             raise ApiError(400, str(exc)) from None
 
-    def token_counts(self, texts: Sequence[Any], recipe: Recipe) -> list[int]:
-        """Tokens each text costs (special tokens and the prompt included; every window when chunked)."""
+    def head(self, kind: HeadKind, task: str) -> Head:
+        """The model's task head for `task`, or a 400 that says which artifact the route needs."""
+        try:
+            return require_head(self.model.manifest.head, kind, task)
+        except BertxError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    def token_counts(self, texts: Sequence[Any], key: Recipe | str, truncate: bool | None = None) -> list[int]:
+        """Tokens each text costs (special tokens and the prompt included; every window when chunked). With
+        `truncate` false, a text over the model's length is refused (413), as text-embeddings-inference does."""
         tokenizer = self.model.tokenizer
-        if recipe.kind == WORDS and texts and isinstance(texts[0], list):
+        recipe = key if isinstance(key, Recipe) else None
+        if recipe is not None and recipe.kind == WORDS and texts and isinstance(texts[0], list):
             encodings = tokenizer.encode_words(texts)
-        elif recipe.chunked:
+        elif recipe is not None and recipe.chunked:
             encodings = tokenizer.encode_windows(texts, 0)
             return [len(e.ids) + sum(len(o.ids) for o in e.overflowing) for e in encodings]
         else:
-            prefix = recipe.prefix if recipe.kind == SENTENCE else ""
+            prefix = recipe.prefix if recipe is not None and recipe.kind == SENTENCE else ""
             encodings = tokenizer.encode([prefix + text for text in texts] if prefix else texts)
-        truncated = sum(1 for e in encodings if e.overflowing)
+        truncated = [index for index, e in enumerate(encodings) if e.overflowing]
+        if truncated and truncate is False:
+            longest = max(len(encodings[i].ids) + sum(len(o.ids) for o in encodings[i].overflowing) for i in truncated)
+            raise ApiError(
+                413,
+                f"input {truncated[0]} is longer than this model's {self.model.max_seq_length} tokens (up to about "
+                f"{longest}); send truncate: true to cut it",
+            )
         if truncated:
-            self.metrics.truncated.inc(truncated)
+            self.metrics.truncated.inc(len(truncated))
         return [len(e.ids) for e in encodings]
 
-    async def run(self, recipe: Recipe, texts: Sequence[Any]) -> tuple[list[Any], int]:
-        """Results for `texts` and the tokens they cost, through the batcher."""
+    async def run(self, key: Recipe | str, texts: Sequence[Any], truncate: bool | None = None) -> tuple[list[Any], int]:
+        """Results for `texts` (by a recipe, or the head's logits for LOGITS) and the tokens they cost, through
+        the batcher. Tokens are counted off the event loop, so a large request never stalls the others."""
         if not self.ready:
             raise ApiError(503, "the model is still warming up", "unavailable", retry_after=1)
+        self.check_size(texts, key.prefix if isinstance(key, Recipe) and key.kind == SENTENCE else "")
         try:
-            counts = self.token_counts(texts, recipe)
+            counts = await asyncio.to_thread(self.token_counts, texts, key, truncate)
         except BertxError as exc:
             raise ApiError(400, str(exc)) from None
         try:
-            results = await self.batcher.submit(recipe, texts, counts)
+            results = await self.batcher.submit(key, texts, counts)
         except Overloaded as exc:
             raise ApiError(503, str(exc), "overloaded", retry_after=exc.retry_after) from None
+        except NonFiniteError as exc:
+            raise ApiError(500, str(exc), "server_error") from None
         except BertxError as exc:
             raise ApiError(400, str(exc)) from None
         self.metrics.tokens.inc(sum(counts))
         return results, sum(counts)
+
+    def check_size(self, texts: Sequence[Any], prefix: str = "") -> None:
+        """A 413 when the texts (prompt expansion included) hold more characters than this server takes: the
+        bound is on what a request produces, not on its body, which a prompt can multiply."""
+        limit = self.settings.max_request_chars
+        size = sum(len(t) if isinstance(t, str) else sum(len(part) for part in t) for t in texts)
+        size += len(prefix) * len(texts)
+        if size > limit:
+            raise ApiError(413, f"the request's texts hold {size:,} characters; this server takes at most {limit:,}")
 
     def texts(self, value: str | list[Any]) -> list[Any]:
         """The request's texts as a list, checked: not empty, not too many, valid Unicode."""

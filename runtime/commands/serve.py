@@ -39,6 +39,12 @@ def serve(
     ] = 262_144,
     max_inputs: Annotated[int, typer.Option(min=1, help="Most texts per request.")] = 2048,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, in MiB.")] = 8.0,
+    max_request_chars: Annotated[
+        int, typer.Option(min=1, help="Most characters a request's texts may hold, a prompt before each counted.")
+    ] = 8 * 1024 * 1024,
+    read_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds to wait for the rest of a request body (408 beyond).")
+    ] = 30.0,
     batch_tokens: Annotated[
         int, typer.Option(min=0, help="Padded tokens per inference call inside a round; 0 batches by count only.")
     ] = DEFAULT_BATCH_TOKENS,
@@ -47,8 +53,9 @@ def serve(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the model files' sha256 first.")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
-    """Serve embeddings over HTTP: OpenAI's /v1/embeddings, /embed (any layers), /embed/tokens, /embed/words,
-    /health, /ready, /info, /metrics. Concurrent requests are batched together. Needs `bertx[serve]`."""
+    """Serve embeddings over HTTP: OpenAI's /v1/embeddings; text-embeddings-inference's /embed (with any layers),
+    /embed_all, /rerank, /predict, /tokenize, /decode; /embed/tokens, /embed/words, /health, /ready, /info,
+    /metrics. Concurrent requests are batched together. Needs `bertx[serve]`."""
     try:
         _serve(**locals())
     except BertxError as exc:  # not through _user_errors: a server runs for days, its warnings are logged
@@ -68,6 +75,8 @@ def _serve(
     max_queue_tokens: int,
     max_inputs: int,
     max_body_mb: float,
+    max_request_chars: int,
+    read_timeout: float,
     batch_tokens: int,
     threads: int | None,
     model_name: str | None,
@@ -83,6 +92,8 @@ def _serve(
         batch=BatchSettings(max_batch_tokens, max_wait_ms, max_queue_tokens),
         max_inputs=max_inputs,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_request_chars=max_request_chars,
+        read_timeout_s=read_timeout,
         api_key=read_api_key(api_key_file) if api_key_file is not None else None,
         model_name=model_name,
     )
