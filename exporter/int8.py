@@ -259,15 +259,25 @@ def speed_sample(encoder: TextEncoder) -> tuple[Batch, ...]:
 def fit_speed_sample(
     batches: Sequence[Batch], fp32: GraphFile, input_names: Sequence[str], output: str
 ) -> tuple[Batch, ...]:
-    """The first batches of the speed sample that fp32 runs in about `_SPEED_PASS_S` (at least one): the same
-    texts for every graph an export times, and few enough that timing them stays a small part of the export."""
+    """The batches of the speed sample that fp32 runs in about `_SPEED_PASS_S`, cheapest first (at least one):
+    the same texts for every graph an export times, and few enough that timing them stays a small part of the
+    export. A large model's longest batch, padded to its longest text, can cost more than the rest together."""
     session = open_graph(fp32)
-    feed = batches[0].feeds(input_names)
-    session.run([output], feed)  # warm-up
-    start = time.perf_counter()
-    session.run([output], feed)
-    per_batch = max(time.perf_counter() - start, 1e-6)
-    return tuple(batches[: max(1, min(len(batches), int(_SPEED_PASS_S / per_batch)))])
+    feeds = [batch.feeds(input_names) for batch in batches]
+    session.run([output], feeds[-1])  # warm-up, on the shortest batch
+    costs = []
+    for feed in feeds:
+        start = time.perf_counter()
+        session.run([output], feed)
+        costs.append(time.perf_counter() - start)
+    kept: list[int] = []
+    total = 0.0
+    for index in sorted(range(len(batches)), key=lambda i: costs[i]):
+        if kept and total + costs[index] > _SPEED_PASS_S:
+            break
+        kept.append(index)
+        total += costs[index]
+    return tuple(batches[i] for i in sorted(kept))
 
 
 def _batches(encoder: TextEncoder, texts: Sequence[str], size: int) -> tuple[Batch, ...]:
