@@ -7,23 +7,20 @@ artifact is never touched without `force`.
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 import bertx
 from bertx.backends import Backend, GraphFile, InferencePrecision
 from bertx.cpu import cpu_info
-from bertx.display import layer_table, parity_table, variants_table
+from bertx.display import parity_table
 from bertx.errors import ExportError, ParityError, UnsupportedModelError
 from bertx.manifest import (
     Manifest,
@@ -33,11 +30,11 @@ from bertx.manifest import (
     SentenceEmbeddingOutput,
     Source,
     Thresholds,
-    TokenizerInfo,
     Variant,
 )
 from bertx.tokenization import TextEncoder
 
+from .artifact_facts import export_facts, print_summary, write_tokenizer
 from .atomic import check_target, move_into_place, remove_stale_partials, scratch_folder, sigterm_as_interrupt
 from .graph_pooling import GRAPH_POOLINGS, SENTENCE_EMBEDDING, add_sentence_embedding
 from .int8 import Int8Options, calibration_texts, make_context
@@ -164,7 +161,7 @@ def export_model(options: ExportOptions, console: Console | None = None, quiet_m
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if not quiet_mode:
-        _print_summary(console, target, manifest, steps.timings)
+        print_summary(console, target, manifest, steps.timings)
     return ExportResult(target, manifest, steps.timings)
 
 
@@ -185,7 +182,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
                 f"--sentence-embedding pools as the model's default ({facts.defaults.pooling.value}), which the graph "
                 f"output cannot express; it supports {', '.join(p.value for p in GRAPH_POOLINGS)}"
             )
-        tokenizer = _write_tokenizer(source.path, artifact / "tokenizer.json")
+        tokenizer = write_tokenizer(source.path, artifact / "tokenizer.json")
         weights = source.weights_file
         source_info = Source(source.id, str(source.path), source.found_via, weights.name, sha256_file(weights))
     with steps.step("export", "(Optimum, all hidden states)"):
@@ -314,7 +311,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
         tokenizer=tokenizer,
         defaults=facts.defaults,
         variants=variants,
-        export=_export_facts(exported, options),
+        export=export_facts(exported, options.optimize.value, options.validate),
         head=facts.head,
         sentence_embedding=pooled,
         prompts=prompts,
@@ -361,74 +358,3 @@ def _check_int8_options(options: ExportOptions) -> None:
     if int8.recipe != "auto" and fixed is None:
         named_recipe(int8.recipe, cpu_info())
     calibration_texts(int8.calibration_file)
-
-
-def _write_tokenizer(model_dir: Path, path: Path) -> TokenizerInfo:
-    """Save the model's fast tokenizer without its own padding/truncation (the runtime sets both)."""
-    from transformers import AutoTokenizer
-
-    try:
-        with quiet():
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UnsupportedModelError(f"cannot load a tokenizer from {model_dir}: {exc}") from exc
-    if not tokenizer.is_fast:
-        raise UnsupportedModelError(f"{model_dir} has no fast (tokenizers) tokenizer; bertx needs tokenizer.json")
-    if tokenizer.pad_token_id is None:
-        raise UnsupportedModelError(f"the tokenizer of {model_dir} defines no padding token")
-    backend = tokenizer.backend_tokenizer
-    backend.no_padding()
-    backend.no_truncation()
-    backend.save(str(path))
-    return TokenizerInfo(
-        file=path.name,
-        sha256=sha256_file(path),
-        vocab_size=backend.get_vocab_size(with_added_tokens=True),
-        pad_token=str(tokenizer.pad_token),
-        pad_token_id=int(tokenizer.pad_token_id),
-    )
-
-
-def _export_facts(exported: Path, options: ExportOptions) -> dict[str, Any]:
-    import onnx
-
-    opset = next(
-        (
-            o.version
-            for o in onnx.load(str(exported), load_external_data=False).opset_import
-            if o.domain in ("", "ai.onnx")
-        ),
-        None,
-    )
-    versions: dict[str, str | None] = {}
-    for package in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "openvino", "nncf"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    cpu = cpu_info()
-    return {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": {"model": cpu.model, "class": cpu.cpu_class, "flags": cpu.flags_key},
-        "opset": opset,
-        "optimize": options.optimize.value,
-        "validated": options.validate,
-        "versions": versions,
-    }
-
-
-def _print_summary(console: Console, target: Path, manifest: Manifest, timings: dict[str, float]) -> None:
-    steps = Table(title="Steps")
-    steps.add_column("step")
-    steps.add_column("time", justify="right")
-    for name, seconds in timings.items():
-        steps.add_row(name, f"{seconds:.1f}s")
-    steps.add_row("[bold]total[/]", f"[bold]{sum(timings.values()):.1f}s[/]")
-    console.print(steps)
-    console.print(variants_table(manifest))
-    reports = {p.value: v.parity for p, v in manifest.variants.items()}
-    checked = {name: report for name, report in reports.items() if report is not None}
-    if checked:
-        console.print(layer_table(checked))
-    console.print(parity_table(reports))
-    console.print(f"[bold green]artifact written to {target}[/]")

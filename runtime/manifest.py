@@ -14,24 +14,36 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError, VariantError
+from .parity_report import HeadParity, LayerError, ParityReport, PooledParity, Thresholds
+from .pooling import Pooling
 from .prompts import Prompts
+
+# Pooling and the parity report live in their own modules; the manifest is where users find them.
+__all__ = [
+    "MANIFEST_NAME",
+    "SCHEMA_VERSION",
+    "Architecture",
+    "Defaults",
+    "Head",
+    "HeadKind",
+    "HeadParity",
+    "LayerError",
+    "Manifest",
+    "ParityReport",
+    "PooledParity",
+    "Pooling",
+    "Precision",
+    "ProblemType",
+    "Recommendation",
+    "SentenceEmbeddingOutput",
+    "Source",
+    "Thresholds",
+    "TokenizerInfo",
+    "Variant",
+]
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "bertx.json"
-
-
-class Pooling(str, Enum):
-    """How token vectors become one sentence vector (padding never contributes).
-
-    mean_sqrt_len divides the sum by the square root of the token count; first_last_avg is mean
-    pooling of the average of the first encoder layer and the last one.
-    """
-
-    CLS = "cls"
-    MEAN = "mean"
-    MAX = "max"
-    MEAN_SQRT_LEN = "mean_sqrt_len"
-    FIRST_LAST_AVG = "first_last_avg"
 
 
 class Precision(str, Enum):
@@ -136,73 +148,6 @@ class Defaults:
     normalize: bool
     max_seq_length: int
     origin: str
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Limits a variant must meet against PyTorch fp32; `None` means not checked."""
-
-    max_abs: float | None
-    min_cosine: float
-
-
-@dataclass(frozen=True)
-class LayerError:
-    """Max absolute difference of one hidden state over real (unpadded) tokens."""
-
-    name: str
-    max_abs: float
-
-
-@dataclass(frozen=True)
-class HeadParity:
-    """How a variant's task-head logits compare with PyTorch's on the same text.
-
-    `agreement` is the share of predictions (texts, or real tokens for a tagger) whose best label is
-    the same as PyTorch's.
-    """
-
-    output: str
-    max_abs: float
-    agreement: float
-    items: int
-
-
-@dataclass(frozen=True)
-class PooledParity:
-    """How a variant's in-graph `sentence_embedding` compares with PyTorch's last layer, pooled the same way."""
-
-    output: str
-    max_abs: float
-    cosine_min: float
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    """How one variant compares with PyTorch fp32 on the built-in real text."""
-
-    passed: bool
-    thresholds: Thresholds
-    texts: int
-    tokens: int
-    pooling: Pooling
-    normalize: bool
-    layers: tuple[LayerError, ...]
-    cosine_min: float
-    cosine_mean: float
-    nonfinite: bool
-    head: HeadParity | None = None
-    sentence_embedding: PooledParity | None = None
-    # The proof (see the exporter's `proof`): `cosine_min` is over the runtime's batches, this over each
-    # text alone, and the invariance is the worst cosine between a text's batched and lone vectors.
-    cosine_min_single: float | None = None
-    batch_invariance_min: float | None = None
-    batches: str | None = None
-
-    @property
-    def max_abs(self) -> float:
-        """The largest per-layer error."""
-        return max((layer.max_abs for layer in self.layers), default=0.0)
 
 
 @dataclass(frozen=True)

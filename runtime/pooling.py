@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 import numpy as np
 
-from .manifest import Pooling
+
+class Pooling(str, Enum):
+    """How token vectors become one sentence vector (padding never contributes).
+
+    mean_sqrt_len divides the sum by the square root of the token count; first_last_avg is mean
+    pooling of the average of the first encoder layer and the last one.
+    """
+
+    CLS = "cls"
+    MEAN = "mean"
+    MAX = "max"
+    MEAN_SQRT_LEN = "mean_sqrt_len"
+    FIRST_LAST_AVG = "first_last_avg"
 
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: Pooling) -> np.ndarray:
