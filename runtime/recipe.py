@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .compact import check_truncate_dim
 from .errors import OptionError
 from .layers import Combine, check_combination, select_layers
 from .manifest import Manifest, Pooling
@@ -90,8 +91,7 @@ def resolve(options: EncodeOptions, kind: str, manifest: Manifest, tokenizer: Te
         return Recipe(**common)  # type: ignore[arg-type]
     if kind == WORDS:
         return Recipe(**common, merge=options.merge)  # type: ignore[arg-type]
-    if options.truncate_dim is not None and options.truncate_dim > width:
-        raise OptionError(f"truncate_dim must be between 1 and the vector width {width}, got {options.truncate_dim}")
+    check_truncate_dim(options.truncate_dim, width)
     prefix = manifest.prompts.resolve(options.prompt_name, options.prompt)
     return Recipe(
         **common,  # type: ignore[arg-type]

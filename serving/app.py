@@ -23,10 +23,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertx import __version__
-from bertx.errors import BertxError
 from bertx.manifest import HeadKind
 from bertx.model import Model, TruncationWarning
-from bertx.options import SENTENCE, TOKENS, WORDS, EncodeOptions
+from bertx.options import SENTENCE, TOKENS, WORDS
 
 from .guard import TEI_ROUTES, Guard, describe, error_response, json_response, vector_json
 from .schemas import OpenAIEmbeddingRequest, TokensRequest, WordsRequest, options_of
@@ -88,7 +87,7 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
     @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings")
     async def openai_embeddings(body: OpenAIEmbeddingRequest) -> Response:
         texts = service.texts(body.input)
-        recipe = service.recipe(_checked(body.options), SENTENCE)
+        recipe = service.recipe(body.options, SENTENCE)
         vectors, tokens = await service.run(recipe, texts)
         data = [
             {"object": "embedding", "index": i, "embedding": vector_json(v, body.encoding_format)}
@@ -100,7 +99,7 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
     @app.post("/embed/tokens", summary="Token vectors with tokens and character offsets")
     async def embed_tokens(body: TokensRequest) -> Response:
         texts = service.texts(body.inputs)  # type: ignore[attr-defined]
-        recipe = service.recipe(_checked(lambda: options_of(body, TOKENS)), TOKENS)
+        recipe = service.recipe(lambda: options_of(body, TOKENS), TOKENS)
         results, tokens = await service.run(recipe, texts)
         out = [
             {
@@ -116,7 +115,7 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
     @app.post("/embed/words", summary="Word vectors: sub-word pieces merged back into words")
     async def embed_words(body: WordsRequest) -> Response:
         texts = service.texts(body.inputs)  # type: ignore[attr-defined]
-        recipe = service.recipe(_checked(lambda: options_of(body, WORDS)), WORDS)
+        recipe = service.recipe(lambda: options_of(body, WORDS), WORDS)
         results, tokens = await service.run(recipe, texts)
         out = [
             {"words": list(r.words), "spans": [list(span) for span in r.spans], "vectors": r.vectors.tolist()}
@@ -168,15 +167,6 @@ def _ids(value: Any) -> bool:
     if isinstance(value, int) and not isinstance(value, bool):
         return True
     return isinstance(value, list) and bool(value) and all(_ids(item) for item in value)
-
-
-def _checked(make: Any) -> EncodeOptions | BertxError:
-    """The request's options, or the error that refused them (for `Service.recipe` to answer with a 400)."""
-    try:
-        options: EncodeOptions = make()
-        return options
-    except BertxError as exc:
-        return exc
 
 
 def _info(service: Service) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from bertx.errors import BertxError, NonFiniteError
@@ -62,12 +62,11 @@ class Service:
         await self.batcher.submit(recipe, WARM_UP, [len(t.split()) + 2 for t in WARM_UP])
         self.ready = True
 
-    def recipe(self, options: EncodeOptions | BertxError, kind: str) -> Recipe:
-        """The request's recipe; a bad option is the caller's 400 (checked here, before anything runs)."""
+    def recipe(self, options: Callable[[], EncodeOptions], kind: str) -> Recipe:
+        """The recipe of a request's options (made by `options`); a bad option, whether `EncodeOptions` or the
+        artifact refuses it, is the caller's 400, before anything runs."""
         try:
-            if isinstance(options, BertxError):
-                raise options
-            return self.model.recipe(options, kind)
+            return self.model.recipe(options(), kind)
         except BertxError as exc:
             raise ApiError(400, str(exc)) from None
 

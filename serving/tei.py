@@ -17,7 +17,7 @@ from pydantic import Field
 
 from bertx.errors import BertxError
 from bertx.manifest import HeadKind
-from bertx.options import SENTENCE, TOKENS, EncodeOptions
+from bertx.options import SENTENCE, TOKENS
 from bertx.tasks import probabilities, relevance
 
 from .guard import json_response, vector_json
@@ -74,7 +74,7 @@ def add_tei_routes(app: FastAPI, service: Service) -> None:
     async def embed_all(body: EmbedAllRequest) -> Response:
         texts = service.texts(body.inputs)  # type: ignore[attr-defined]
         _check_truncation(body)
-        recipe = service.recipe(_options(body, TOKENS), TOKENS)
+        recipe = service.recipe(lambda: options_of(body, TOKENS), TOKENS)
         results, _ = await service.run(recipe, texts, truncate=body.truncate)  # type: ignore[attr-defined]
         return json_response([r.vectors.tolist() for r in results])
 
@@ -151,11 +151,9 @@ def add_tei_routes(app: FastAPI, service: Service) -> None:
 async def _embed(service: Service, body: Any) -> Response:
     texts = service.texts(body.inputs)
     _check_truncation(body)
-    recipe = service.recipe(_options(body, SENTENCE), SENTENCE)
+    recipe = service.recipe(lambda: options_of(body, SENTENCE), SENTENCE)
     vectors, _ = await service.run(recipe, texts, truncate=body.truncate)
-    if body.encoding_format == "base64":
-        return json_response([vector_json(v, "base64") for v in vectors])
-    return json_response([np.asarray(v, dtype=np.float32).tolist() for v in vectors])
+    return json_response([vector_json(v, body.encoding_format) for v in vectors])
 
 
 async def _predict(service: Service, body: PredictRequest) -> Response:
@@ -191,13 +189,6 @@ def _predict_inputs(inputs: str | list[str] | list[list[str]]) -> tuple[bool, li
             raise ApiError(400, f"inputs[{index}] must be a text or a [text_a, text_b] pair")
         items.append(item[0] if len(item) == 1 else (item[0], item[1]))
     return False, items
-
-
-def _options(body: Any, kind: str) -> EncodeOptions | BertxError:
-    try:
-        return options_of(body, kind)
-    except BertxError as exc:
-        return exc
 
 
 def _check_truncation(body: Any) -> None:
