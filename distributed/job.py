@@ -43,7 +43,9 @@ class CorpusJob:
     Attributes:
         artifact: The artifact folder (the same path must be readable from every node).
         output: The job folder: part files, the plan and the done record.
-        text_column / id_column: Where each row's text and id are (Parquet column or JSONL field).
+        text_column / id_column: Where each row's text and id are (Parquet column or JSONL field). Without an
+            id column a row's id is its line (JSONL) or row (Parquet) number in its file, from 1, as
+            `bertx embed` numbers a single file; when the job reads several files, "FILE:NUMBER".
         variant: The precision variant to run. device: cpu, cuda, openvino … [the variant's engine].
         options: Sentence options by their names in `bertx.options` (pooling, layers, normalize_embeddings,
             prompt_name, …; layers may be written as the command line writes them).
@@ -56,7 +58,7 @@ class CorpusJob:
     artifact: str
     output: str
     text_column: str = "text"
-    id_column: str = "id"
+    id_column: str | None = None
     variant: str = "fp32"
     device: str | None = None
     options: dict[str, Any] = field(default_factory=dict)

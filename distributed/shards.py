@@ -27,7 +27,11 @@ PART = "part-{:05d}.parquet"
 
 @dataclass(frozen=True)
 class Shard:
-    """Rows `start` … `stop` of a Parquet file, or bytes `start` … `stop` (whole lines) of a JSONL file."""
+    """Rows `start` … `stop` of a Parquet file, or bytes `start` … `stop` (whole lines) of a JSONL file.
+
+    `first_line` is the number (from 1) of the shard's first row or line in its file, and `label` names the
+    file in the ids made from those numbers when the job has no id column ("" when the job reads one file).
+    """
 
     index: int
     file: str
@@ -35,6 +39,8 @@ class Shard:
     start: int
     stop: int
     rows: int
+    first_line: int = 1
+    label: str = ""
 
     @property
     def part(self) -> str:
@@ -78,7 +84,7 @@ def describe(files: Sequence[Path]) -> list[InputFile]:
     return [InputFile(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
-def plan(files: Sequence[Path], shard_rows: int, text_column: str, id_column: str) -> list[Shard]:
+def plan(files: Sequence[Path], shard_rows: int, text_column: str, id_column: str | None) -> list[Shard]:
     """Cut the input files into shards of at most `shard_rows` rows (a shard never spans two files).
 
     Raises:
@@ -90,71 +96,90 @@ def plan(files: Sequence[Path], shard_rows: int, text_column: str, id_column: st
         ranges = _parquet_ranges(path, shard_rows, text_column, id_column) if kind == "parquet" else None
         if ranges is None:
             ranges = _jsonl_ranges(path, shard_rows)
-        for start, stop, rows in ranges:
-            shards.append(Shard(len(shards), str(path), kind, start, stop, rows))
+        label = _label(path, files) if len(files) > 1 else ""
+        for start, stop, rows, first_line in ranges:
+            shards.append(Shard(len(shards), str(path), kind, start, stop, rows, first_line, label))
     return shards
 
 
-def _parquet_ranges(path: Path, shard_rows: int, text_column: str, id_column: str) -> list[tuple[int, int, int]]:
+def _label(path: Path, files: Sequence[Path]) -> str:
+    """A file's name, or its path when another input file has the same name."""
+    return path.name if sum(f.name == path.name for f in files) == 1 else str(path)
+
+
+def _parquet_ranges(
+    path: Path, shard_rows: int, text_column: str, id_column: str | None
+) -> list[tuple[int, int, int, int]]:
     try:
         meta = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as exc:
         raise InputFileError(f"cannot read {path} as Parquet: {exc}") from exc
     names = meta.schema_arrow.names
     for wanted in (text_column, id_column):
-        if wanted not in names:
+        if wanted is not None and wanted not in names:
             raise InputFileError(f"{path} has no column {wanted!r} (columns: {', '.join(names)})")
     total = meta.metadata.num_rows
     return [
-        (start, min(start + shard_rows, total), min(shard_rows, total - start)) for start in range(0, total, shard_rows)
+        (start, min(start + shard_rows, total), min(shard_rows, total - start), start + 1)
+        for start in range(0, total, shard_rows)
     ]
 
 
-def _jsonl_ranges(path: Path, shard_rows: int) -> list[tuple[int, int, int]]:
-    """Byte ranges of whole lines holding `shard_rows` non-blank lines each."""
-    ranges: list[tuple[int, int, int]] = []
-    start = offset = rows = 0
+def _jsonl_ranges(path: Path, shard_rows: int) -> list[tuple[int, int, int, int]]:
+    """Byte ranges of whole lines holding `shard_rows` non-blank lines each, with their first line's number."""
+    ranges: list[tuple[int, int, int, int]] = []
+    start = offset = rows = lines = 0
+    first_line = 1
     try:
         with path.open("rb") as handle:
             for line in handle:
                 offset += len(line)
+                lines += 1
                 if line.strip():
                     rows += 1
                     if rows == shard_rows:
-                        ranges.append((start, offset, rows))
-                        start, rows = offset, 0
+                        ranges.append((start, offset, rows, first_line))
+                        start, rows, first_line = offset, 0, lines + 1
     except OSError as exc:
         raise InputFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if rows:
-        ranges.append((start, offset, rows))
+        ranges.append((start, offset, rows, first_line))
     return ranges
 
 
-def read(shard: Shard, text_column: str, id_column: str) -> tuple[pa.Array, list[str]]:
-    """A shard's ids (their Arrow type as stored) and texts.
+def read(shard: Shard, text_column: str, id_column: str | None) -> tuple[pa.Array, list[str]]:
+    """A shard's ids (their Arrow type as stored; without an id column, each row's line or row number in its
+    file, as text, after the file's label and a colon when the job reads several files) and texts.
 
     Raises:
         InputFileError: a row lacks a string text or an id; the message names the file and row.
     """
     if shard.format == "parquet":
-        table = _parquet_rows(Path(shard.file), shard.start, shard.stop, [id_column, text_column])
-        ids, texts = table.column(id_column).combine_chunks(), table.column(text_column).to_pylist()
-        first = shard.start
+        columns = [text_column] if id_column is None else [id_column, text_column]
+        table = _parquet_rows(Path(shard.file), shard.start, shard.stop, columns)
+        texts = table.column(text_column).to_pylist()
+        numbers = list(range(shard.first_line, shard.first_line + len(texts)))
+        ids = None if id_column is None else table.column(id_column).combine_chunks()
     else:
-        items = _jsonl_rows(Path(shard.file), shard.start, shard.stop)
-        first = 0
+        items = _jsonl_rows(Path(shard.file), shard.start, shard.stop, shard.first_line)
+        numbers = [number for number, _ in items]
         for number, item in items:
-            if not isinstance(item, dict) or id_column not in item:
-                raise InputFileError(f"{shard.file}, line {number}: expected an object with an {id_column!r} field")
+            if not isinstance(item, dict) or (id_column is not None and id_column not in item):
+                wanted = "an object" if id_column is None else f"an object with an {id_column!r} field"
+                raise InputFileError(f"{shard.file}, line {number}: expected {wanted}")
         try:
-            ids = pa.array([item[id_column] for _, item in items])
+            ids = None if id_column is None else pa.array([item[id_column] for _, item in items])
         except (pa.ArrowException, TypeError) as exc:
             raise InputFileError(f"{shard.file}: the {id_column!r} values are of mixed types ({exc})") from exc
         texts = [item.get(text_column) for _, item in items]
-    for row, (key, text) in enumerate(zip(ids.to_pylist(), texts)):
+    if ids is None:
+        prefix = f"{shard.label}:" if shard.label else ""
+        ids = pa.array([f"{prefix}{number}" for number in numbers], type=pa.string())
+    where = "row" if shard.format == "parquet" else "line"
+    for number, key, text in zip(numbers, ids.to_pylist(), texts):
         if not isinstance(text, str) or key is None:
-            where = f"row {first + row}" if shard.format == "parquet" else f"line {items[row][0]}"
-            raise InputFileError(f"{shard.file}, {where}: needs a string {text_column!r} and an {id_column!r}")
+            needs = f"a string {text_column!r}" + ("" if id_column is None else f" and an {id_column!r}")
+            raise InputFileError(f"{shard.file}, {where} {number}: needs {needs}")
     return ids, texts
 
 
@@ -172,18 +197,19 @@ def _parquet_rows(path: Path, start: int, stop: int, columns: list[str]) -> pa.T
     return table.slice(start - (first or 0), stop - start)
 
 
-def _jsonl_rows(path: Path, start: int, stop: int) -> list[tuple[int, Any]]:
+def _jsonl_rows(path: Path, start: int, stop: int, first_line: int) -> list[tuple[int, Any]]:
+    """The objects on the lines in bytes start … stop, with their line numbers in the file."""
     with path.open("rb") as handle:
         handle.seek(start)
         raw = handle.read(stop - start)
     items = []
-    for number, line in enumerate(raw.splitlines(), start=1):
+    for number, line in enumerate(raw.splitlines(), start=first_line):
         if not line.strip():
             continue
         try:
             items.append((number, json.loads(line)))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputFileError(f"{path}, line {number} of the bytes {start}…{stop}: not valid JSON ({exc})") from exc
+            raise InputFileError(f"{path}, line {number}: not valid JSON ({exc})") from exc
     return items
 
 

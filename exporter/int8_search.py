@@ -17,9 +17,8 @@ before the fastest is kept. What was pruned, and why, goes into the manifest wit
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,8 @@ from .int8 import (
     Int8Context,
     Int8Options,
     alternating_throughput,
-    calibration_facts,
-    choose,
     proof_measure,
     throughput,
-    time_passing_again,
     typed_graph,
 )
 from .int8_recipes import NodeMethod, Recipe, build, mixed_recipe, named_recipe, node_methods, recipes_for
@@ -48,29 +44,6 @@ from .smoothing import smooth
 MARGIN = 0.03  # speeds closer than this are within a 2-core machine's timing noise
 _DUEL_ROUNDS = 3
 _FASTEST = "dynamic-per-tensor"  # the onnxruntime chain's head: its fastest kernels
-
-
-def quantize_int8(
-    context: Int8Context,
-    cpu: CpuInfo,
-    options: Int8Options,
-    progress: Callable[[str], None] = lambda message: None,
-) -> tuple[GraphFile, dict[str, Any]]:
-    """Build INT8 candidates, measure them and return the chosen graph and the manifest settings.
-
-    Raises:
-        ExportError: a recipe failed to build, or no candidate met the target (without
-            `allow_below_target`); the message holds the measured table.
-    """
-    started = time.perf_counter()
-    search = Search(context, cpu, options, progress)
-    if options.recipe == "auto":
-        search.auto()
-    else:
-        search.fixed(options.recipe)
-    final_round = time_passing_again(search.candidates, context, progress)
-    chosen, path, methods = choose(search.candidates, options)
-    return path, search.settings(chosen, path, methods, final_round, time.perf_counter() - started)
 
 
 Entry = tuple[Candidate, GraphFile, dict[str, str]]  # a measured candidate, its graph and node methods
@@ -396,53 +369,7 @@ class Search:
             elif name in {r.name for r in recipes_for(self.cpu)} or ov_int8.named(name) is not None:
                 self._prune(name, reason)
 
-    def settings(
-        self,
-        chosen: Candidate,
-        path: GraphFile,
-        methods: dict[str, str],
-        final_round: dict[str, Any] | None,
-        seconds: float,
-    ) -> dict[str, Any]:
-        """What the manifest records of the search; the candidates not chosen are deleted."""
-        on_openvino = path.backend is Backend.OPENVINO
-        smoothed, split, units = 0, 0, 0
-        if not on_openvino:
-            recipe = named_recipe(chosen.recipe, self.cpu)
-            units = recipe.outlier_units
-            _, smoothed, split = self._prepared.get((recipe.smooth_alpha, recipe.outlier_units), (None, 0, 0))
-        for _, other, _ in self.candidates:
-            if other.path != path.path:
-                other.path.unlink(missing_ok=True)
-                other.path.with_suffix(".bin").unlink(missing_ok=True)
-        context, cpu = self.context, self.cpu
-        return {
-            "tool": "nncf (OpenVINO)" if on_openvino else "onnxruntime.quantization",
-            "backend": path.backend.value,
-            "mode": "auto" if self.options.recipe == "auto" else "fixed",
-            "recipe": chosen.recipe,
-            "description": chosen.description,
-            "preset": cpu.int8_preset,
-            "cpu_class": cpu.cpu_class,
-            "chosen_for_cpu": cpu.model,
-            "cpu_features": {key: value for key, value in asdict(cpu).items() if key != "model"},
-            "target_cosine": self.options.target_cosine,
-            "meets_target": chosen.meets_target,
-            "held_out": {
-                "texts": context.proof.texts,
-                "reference": "PyTorch fp32",
-                "embedded": "in the runtime's batches and one at a time",
-            },
-            "calibration": calibration_facts(self.options.calibration_file, context.calibration),
-            "smoothed_inputs": smoothed,
-            "outlier_units": {"per_block": units, "blocks": split},
-            "fp32_texts_per_s": round(self.fp32_speed, 1),
-            "final_round": final_round,
-            "candidates": [asdict(c) for c, _, _ in self.candidates],
-            "failed_recipes": self.failed,
-            "pruned": self.pruned,
-            "nodes": methods,
-            "sensitivity": {name: round(loss, 6) for name, loss in self.ranking},
-            "openvino_sensitivity": {" + ".join(group): round(gain, 6) for group, gain in self.openvino_ranking},
-            "search_seconds": round(seconds, 1),
-        }
+    def prepared_counts(self, recipe: Recipe) -> tuple[int, int]:
+        """How many inputs were smoothed and outlier units split in the graph `recipe` quantized."""
+        _, smoothed, split = self._prepared.get((recipe.smooth_alpha, recipe.outlier_units), (None, 0, 0))
+        return smoothed, split

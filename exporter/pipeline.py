@@ -40,8 +40,8 @@ from .graph_pooling import GRAPH_POOLINGS, SENTENCE_EMBEDDING, add_sentence_embe
 from .int8 import Int8Options, calibration_texts, make_context
 from .int8_openvino import named as openvino_named
 from .int8_openvino import refused as openvino_refused
+from .int8_quantize import quantize_int8
 from .int8_recipes import named_recipe
-from .int8_search import quantize_int8
 from .onnx_export import export_onnx, onnx_io_names, output_names, quiet, read_model_facts, with_prompts
 from .parity import DEFAULT_THRESHOLDS, check_parity
 from .proof import build_proof, proof_texts

@@ -94,7 +94,7 @@ def check_exact(out: Path, expected: dict[Any, np.ndarray], tolerance: float = 1
 def ray_embed(artifact: Path, inputs: Path, out: Path, address: str, *options: str) -> list[str]:
     return [
         sys.executable, "-m", "bertx.cli", "embed", str(artifact), "-i", str(inputs), "-o", str(out),
-        "--engine", "ray", "--address", address, "--workers", "2", *options,
+        "--engine", "ray", "--address", address, "--workers", "2", "--id-field", "id", *options,
     ]  # fmt: skip
 
 
@@ -202,7 +202,7 @@ def test_bad_corpora_are_refused_in_one_line(tiny_artifact: Path, tmp_path: Path
     folder.mkdir()
     pq.write_table(pa.table({"key": [1, 2], "text": ["a", "b"]}), folder / "x.parquet")
     args = ["embed", str(tiny_artifact), "-i", str(folder), "-o", str(tmp_path / "out"), "--engine", "ray"]
-    missing = run_cli(*args)
+    missing = run_cli(*args, "--id-field", "id")
     assert missing.returncode == 2 and "has no column 'id'" in missing.stderr and "Traceback" not in missing.stderr
     nothing = run_cli(
         "embed", str(tiny_artifact), "-i", str(tmp_path / "none*"), "-o", str(tmp_path / "o"), "--engine", "ray"
@@ -237,7 +237,7 @@ def test_a_bad_row_stops_the_job_with_bertx_error_naming_it(cluster: str, tiny_a
     (folder / "x.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     result = run(ray_embed(tiny_artifact, folder, tmp_path / "out", cluster, "--shard-rows", "20"))
     assert result.returncode == 2, result.stderr
-    assert "line 18" in result.stderr and "needs a string 'text'" in result.stderr and "Traceback" not in result.stderr
+    assert "line 38" in result.stderr and "needs a string 'text'" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.slow
@@ -251,3 +251,29 @@ def test_a_gpu_device_on_a_cluster_without_gpus_is_refused_before_planning(
     assert result.returncode == 2, result.stderr
     assert "asks for 1 GPU per worker and the Ray cluster has 0" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_without_an_id_column_rows_are_numbered_as_single_process_embed_numbers_them(tmp_path: Path) -> None:
+    from bertx.distributed import shards
+    from bertx.inputs import read_records
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    lines = ["", json.dumps({"text": "one"}), "", "", json.dumps({"text": "two"}), json.dumps({"text": "three"})]
+    lines += [json.dumps({"text": f"more {i}"}) for i in range(7)] + [""]
+    (folder / "a.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    pq.write_table(pa.table({"text": [f"row {i}" for i in range(9)]}), folder / "b.parquet", row_group_size=4)
+
+    def ids_of(files: list[Path]) -> list[str]:
+        found: list[str] = []
+        for shard in shards.plan(files, 2, "text", None):
+            ids, texts = shards.read(shard, "text", None)
+            assert len(ids) == len(texts)
+            found += ids.to_pylist()
+        return found
+
+    alone = [record.id for record in read_records(str(folder / "a.jsonl"))]
+    assert alone[:3] == ["2", "5", "6"]
+    assert ids_of([folder / "a.jsonl"]) == alone
+    both = ids_of(shards.input_files(str(folder)))
+    assert both == [f"a.jsonl:{n}" for n in alone] + [f"b.parquet:{n}" for n in range(1, 10)]

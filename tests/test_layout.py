@@ -15,7 +15,7 @@ PACKAGES = {
     "bench": "bertx.bench",
     "runtime/commands": "bertx.commands",
 }
-MAX_LINES = 450
+MAX_LINES = 400
 
 
 def modules() -> dict[str, Path]:

@@ -44,7 +44,13 @@ def embed(
     field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
     column: Annotated[str, typer.Option(help="CSV column holding the text.")] = "text",
     id_field: Annotated[
-        str | None, typer.Option(help="JSONL field / CSV column with ids [line number; with --engine ray: id].")
+        str | None,
+        typer.Option(
+            help=(
+                "JSONL field / CSV column with ids [the line or row number; FILE:NUMBER when --engine ray "
+                "reads several files]."
+            )
+        ),
     ] = None,
     pooling: Annotated[
         str | None, typer.Option(help=option_help("pooling", "Or none: token vectors (.jsonl)."))
@@ -163,7 +169,7 @@ def embed(
             "artifact": str(artifact.resolve()),
             "output": output,
             "text_column": field,
-            "id_column": id_field or "id",
+            "id_column": id_field,
             "variant": variant.value,
             "device": None if device is None else device.value,
             "dtype": dtype.value,
