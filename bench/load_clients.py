@@ -1,5 +1,6 @@
-"""The load test's clients: raw HTTP/1.1 connections sending real text at a fixed concurrency, tallying
-latency, errors and the vectors that came back; and a soak at steady load."""
+"""The load test's clients: raw HTTP/1.1 connections sending real text at a fixed concurrency (one text a
+request, or a mix of 1 … 64), tallying latency, errors, texts and the vectors that came back, with the
+server's CPU time over each level; and a soak at steady load."""
 
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ import numpy as np
 
 from bertx.pooling import cosine_rows
 
-from .load_results import Level, LoadSettings, ServerResult, Soak, rss_mb, server_url
+from .load_results import MIXED_MAX, Level, LoadSettings, ServerResult, Soak, cpu_seconds, rss_mb, server_url
 
 
 @dataclass(repr=False)  # asyncio formats a task's result when it finishes: 1,000 vectors took seconds
 class _Tally:
     latencies: list[float] = field(default_factory=list)
+    texts: int = 0
     errors: int = 0
     first_error: str | None = None
     vectors: dict[int, np.ndarray] = field(default_factory=dict)
@@ -37,13 +39,34 @@ def levels(
     progress: Callable[[str], None],
 ) -> None:
     url = server_url(result) + route
-    for clients in settings.clients:
-        progress(f"{result.name}: {clients} clients …")
-        asyncio.run(_load(url, texts, clients, 2 * clients, settings.seconds, keep=False))  # warm-up
-        started = time.perf_counter()
-        tally = asyncio.run(_load(url, texts, clients, settings.requests, settings.seconds, keep=True))
-        elapsed = time.perf_counter() - started
-        result.levels.append(_level(clients, tally, elapsed, reference, rss_mb(process.pid)))
+    runs = [(clients, requests_of(len(texts), 1)) for clients in settings.clients]
+    if settings.mixed_clients:
+        runs.append((settings.mixed_clients, requests_of(len(texts), MIXED_MAX)))
+    for clients, requests in runs:
+        mixed = max(len(rows) for rows in requests) > 1
+        progress(f"{result.name}: {clients} clients{', 1-64 texts a request' if mixed else ''} …")
+        asyncio.run(_load(url, texts, clients, 2 * clients, settings.seconds, requests, keep=False))  # warm-up
+        cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
+        tally = asyncio.run(_load(url, texts, clients, settings.requests, settings.seconds, requests, keep=True))
+        elapsed, cpu_after = time.perf_counter() - started, cpu_seconds(process.pid)
+        level = _level(clients, tally, elapsed, reference, rss_mb(process.pid))
+        if cpu_before is not None and cpu_after is not None:
+            level.cpu_s = cpu_after - cpu_before
+        level.texts_per_request = f"1-{MIXED_MAX}" if mixed else "1"
+        result.levels.append(level)
+
+
+def requests_of(count: int, largest: int) -> list[list[int]]:
+    """Rows of the texts each request carries, in turn over the whole list: one each, or 1 … `largest` drawn
+    from a fixed seed, so every server is sent the same requests."""
+    if largest == 1:
+        return [[row] for row in range(count)]
+    sizes = np.random.default_rng(0).integers(1, largest + 1, size=count)
+    requests, first = [], 0
+    for size in sizes:
+        requests.append([(first + k) % count for k in range(int(size))])
+        first = (first + int(size)) % count
+    return requests
 
 
 def _level(clients: int, tally: _Tally, elapsed: float, reference: np.ndarray, rss: float | None) -> Level:
@@ -60,7 +83,7 @@ def _level(clients: int, tally: _Tally, elapsed: float, reference: np.ndarray, r
         requests=done + tally.errors,
         errors=tally.errors,
         seconds=elapsed,
-        texts_per_s=done / elapsed if elapsed > 0 else 0.0,
+        texts_per_s=tally.texts / elapsed if elapsed > 0 else 0.0,
         p50_ms=percentile(tally.latencies, 50),
         p95_ms=percentile(tally.latencies, 95),
         p99_ms=percentile(tally.latencies, 99),
@@ -68,33 +91,48 @@ def _level(clients: int, tally: _Tally, elapsed: float, reference: np.ndarray, r
         max_abs_diff=diff,
         min_cosine=cosine,
         first_error=tally.first_error,
+        texts=tally.texts,
     )
 
 
-async def _load(url: str, texts: Sequence[str], clients: int, requests: int, seconds: float, keep: bool) -> _Tally:
-    """`clients` concurrent clients, each on its own keep-alive connection sending one text a request and
-    waiting for its answer, until `requests` were sent or `seconds` passed."""
+async def _load(
+    url: str,
+    texts: Sequence[str],
+    clients: int,
+    requests: int,
+    seconds: float,
+    rows_of: Sequence[Sequence[int]],
+    keep: bool,
+) -> _Tally:
+    """`clients` concurrent clients, each on its own keep-alive connection sending a request (the texts of the
+    next entry of `rows_of`, in turn) and waiting for its answer, until `requests` were sent or `seconds`
+    passed."""
     tally = _Tally()
     counter = itertools.count()
     deadline = time.perf_counter() + seconds
     host, port, path = _splitserver_url(url)
-    bodies = [json.dumps({"input": [t], "model": "model", "encoding_format": "base64"}).encode() for t in texts]
+    bodies = [
+        json.dumps({"input": [texts[r] for r in rows], "model": "model", "encoding_format": "base64"}).encode()
+        for rows in rows_of
+    ]
 
     async def one_client() -> None:
         connection: _Connection | None = None
         try:
             while (i := next(counter)) < requests and time.perf_counter() < deadline:
-                row = i % len(texts)
+                which = i % len(bodies)
                 start = time.perf_counter()
                 try:
                     connection = connection or await _Connection.open(host, port)
-                    status, payload = await asyncio.wait_for(connection.post(path, bodies[row]), 60)
+                    status, payload = await asyncio.wait_for(connection.post(path, bodies[which]), 60)
                     elapsed = time.perf_counter() - start
                     if status != 200:
                         _error(tally, f"HTTP {status}: {payload[:200].decode(errors='replace')}")
                         continue
-                    encoded = json.loads(payload)["data"][0]["embedding"]
-                    vector = np.frombuffer(base64.b64decode(encoded), np.float32)
+                    data = json.loads(payload)["data"]
+                    vectors = [np.frombuffer(base64.b64decode(d["embedding"]), np.float32) for d in data]
+                    if len(vectors) != len(rows_of[which]):
+                        raise ValueError(f"{len(vectors)} vectors for {len(rows_of[which])} texts")
                 except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError, IndexError) as exc:
                     _error(tally, f"{type(exc).__name__}: {exc}")
                     if connection is not None:
@@ -102,8 +140,10 @@ async def _load(url: str, texts: Sequence[str], clients: int, requests: int, sec
                     connection = None
                     continue
                 tally.latencies.append(elapsed)
-                if keep and row not in tally.vectors:
-                    tally.vectors[row] = vector
+                tally.texts += len(vectors)
+                for row, vector in zip(rows_of[which], vectors):
+                    if keep and row not in tally.vectors:
+                        tally.vectors[row] = vector
         finally:
             if connection is not None:
                 connection.close()
@@ -185,7 +225,8 @@ def soak_test(process: subprocess.Popen[bytes], url: str, texts: Sequence[str], 
 
         sampler = asyncio.create_task(sample())
         try:
-            return await _load(url, texts, settings.soak_clients, 10**9, settings.soak_seconds, keep=False)
+            one_each = requests_of(len(texts), 1)
+            return await _load(url, texts, settings.soak_clients, 10**9, settings.soak_seconds, one_each, keep=False)
         finally:
             sampler.cancel()
 
@@ -201,7 +242,7 @@ def soak_test(process: subprocess.Popen[bytes], url: str, texts: Sequence[str], 
         seconds=elapsed,
         requests=len(tally.latencies) + tally.errors,
         errors=tally.errors,
-        texts_per_s=len(tally.latencies) / elapsed,
+        texts_per_s=tally.texts / elapsed,
         p99_ms=percentile(tally.latencies, 99),
         rss_mb=[(round(t, 1), round(mb, 1)) for t, mb in samples],
         growth_after_first_minute=growth,

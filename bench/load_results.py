@@ -1,8 +1,9 @@
 """What a load test is told and what it finds: settings, per-level and per-server results, the soak; and the
-resident memory of a server process and its children."""
+resident memory and CPU time of a server process and its children."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ class LoadSettings:
     soak_seconds: float = 0.0
     soak_clients: int = 32
     infinity: bool = True
+    mixed_clients: int = 32  # a level of requests of 1 … MIXED_MAX texts each, at this concurrency (0: none)
+
+
+MIXED_MAX = 64  # texts in the largest request of the mixed level
 
 
 @dataclass
@@ -39,6 +44,13 @@ class Level:
     max_abs_diff: float | None  # against the in-process vectors of the same texts
     min_cosine: float | None
     first_error: str | None = None
+    texts: int = 0  # embedded in the answered requests
+    cpu_s: float | None = None  # the server's CPU time (all its threads and children) over the level
+    texts_per_request: str = "1"  # or "1-64": the mixed level
+
+    @property
+    def cpu_s_per_1000_texts(self) -> float | None:
+        return None if self.cpu_s is None or not self.texts else 1000 * self.cpu_s / self.texts
 
 
 @dataclass
@@ -95,6 +107,20 @@ def rss_mb(pid: int) -> float | None:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total / 1024 if total else None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) the process and its children have used so far, in seconds (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, found = 0, False
+    for proc in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        found = True
+    return total / ticks if found else None
 
 
 def children(pid: int) -> list[int]:

@@ -1,18 +1,18 @@
-"""The HTTP API of `bertx serve`: OpenAI-style embeddings plus bertx's own outputs, on FastAPI.
+"""The HTTP API of `bertx serve`, on FastAPI: OpenAI's routes (`openai_api`), text-embeddings-inference's
+(`tei`), and bertx's own: `POST /embed/tokens`, `POST /embed/words`, `GET /health`, `/ready`, `/info` and
+`/metrics` (Prometheus).
 
-Routes: `POST /v1/embeddings` (OpenAI's request and response), `POST /embed` (any pooling, layers and
-combination), `POST /embed/tokens`, `POST /embed/words`, `GET /health`, `/ready`, `/info` and
-`/metrics` (Prometheus). Every request body is validated against the OpenAPI schema (`/openapi.json`);
-unknown fields are refused. Errors are JSON, `{"error": {"message", "type", "code"}}`, and the server
-keeps serving after each one. The schemas are in `schemas`, the model and its batcher behind the routes
-in `service`, the API key and size limits in `guard`.
+Every request body is validated against the OpenAPI schema (`/openapi.json`); unknown fields are refused.
+Errors are JSON, `{"error": {"message", "type", "code"}}` (TEI's body on TEI's routes), and the server keeps
+serving after each one. The schemas are in `schemas`, the models and which one a request goes to in
+`models`, each model's batcher in `service`, the API key and size limits in `guard`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,33 +25,41 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bertx import __version__
 from bertx.manifest import HeadKind
 from bertx.model import Model, TruncationWarning
-from bertx.options import SENTENCE, TOKENS, WORDS
+from bertx.options import TOKENS, WORDS
 
-from .guard import TEI_ROUTES, Guard, describe, error_response, json_response, vector_json
-from .schemas import OpenAIEmbeddingRequest, TokensRequest, WordsRequest, options_of
+from .guard import TEI_ROUTES, Guard, describe, error_response, json_response
+from .models import Models
+from .openai_api import add_openai_routes
+from .schemas import TokensRequest, WordsRequest, options_of
 from .service import ApiError, Service
 from .settings import ServerSettings
 from .tei import add_tei_routes
 
 
-def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
-    """The ASGI app serving `model` (see `bertx.serving.create_app`)."""
+def create_app(models: Model | Mapping[str, Model], settings: ServerSettings | None = None) -> FastAPI:
+    """The ASGI app serving `models` (see `bertx.serving.create_app`)."""
     disable_created_metrics()  # type: ignore[no-untyped-call]
     # Truncation is counted per request (bertx_truncated_texts_total), not warned about per batch: a
     # process-wide filter, since warnings.catch_warnings is not safe across the server's threads.
     warnings.filterwarnings("ignore", category=TruncationWarning)
-    service = Service(model, settings or ServerSettings())
+    settings = settings or ServerSettings()
+    if isinstance(models, Model):
+        models = {settings.model_name or models.manifest.source.id: models}
+    served = Models(models, settings)
+    services = list(served.services.values())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service.batcher.start()
-        warming = asyncio.get_running_loop().create_task(service.warm_up())
+        for service in services:
+            service.batcher.start()
+        warming = asyncio.get_running_loop().create_task(_warm_up(services))
         try:
             yield
         finally:
             if not warming.done():
                 await warming
-            await service.batcher.close()  # everything accepted runs before the process exits
+            for service in services:  # everything accepted runs before the process exits
+                await service.batcher.close()
 
     app = FastAPI(
         title="bertx",
@@ -59,11 +67,11 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
         summary="BERT-family embeddings: OpenAI-compatible, plus any layer, token and word vectors.",
         lifespan=lifespan,
     )
-    app.state.server = service
+    app.state.server = served
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
-        return error_response(exc.status, exc.message, exc.kind, exc.retry_after, tei=_tei(request))
+        return error_response(exc.status, exc.message, exc.kind, exc.retry_after, tei=_tei(request), code=exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -84,20 +92,11 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
         kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
         return error_response(exc.status_code, str(exc.detail), kind, tei=_tei(request))
 
-    @app.post("/v1/embeddings", summary="OpenAI-compatible embeddings")
-    async def openai_embeddings(body: OpenAIEmbeddingRequest) -> Response:
-        texts = service.texts(body.input)
-        recipe = service.recipe(body.options, SENTENCE)
-        vectors, tokens = await service.run(recipe, texts)
-        data = [
-            {"object": "embedding", "index": i, "embedding": vector_json(v, body.encoding_format)}
-            for i, v in enumerate(vectors)
-        ]
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return json_response({"object": "list", "data": data, "model": service.name, "usage": usage})
+    add_openai_routes(app, served)
 
     @app.post("/embed/tokens", summary="Token vectors with tokens and character offsets")
     async def embed_tokens(body: TokensRequest) -> Response:
+        service = served.pick(body.model)  # type: ignore[attr-defined]
         texts = service.texts(body.inputs)  # type: ignore[attr-defined]
         recipe = service.recipe(lambda: options_of(body, TOKENS), TOKENS)
         results, tokens = await service.run(recipe, texts)
@@ -114,6 +113,7 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post("/embed/words", summary="Word vectors: sub-word pieces merged back into words")
     async def embed_words(body: WordsRequest) -> Response:
+        service = served.pick(body.model)  # type: ignore[attr-defined]
         texts = service.texts(body.inputs)  # type: ignore[attr-defined]
         recipe = service.recipe(lambda: options_of(body, WORDS), WORDS)
         results, tokens = await service.run(recipe, texts)
@@ -123,7 +123,7 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
         ]
         return json_response({"model": service.name, "results": out, "usage": {"prompt_tokens": tokens}})
 
-    add_tei_routes(app, service)
+    add_tei_routes(app, served)
 
     @app.api_route("/health", methods=["GET", "HEAD"], summary="The process is up")
     async def health() -> Response:
@@ -131,25 +131,33 @@ def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.api_route("/ready", methods=["GET", "HEAD"], summary="The model is loaded and warmed up")
     async def ready() -> Response:
-        if not service.ready:
+        if not served.ready:
             return json_response({"status": "warming up"}, 503)
         return json_response({"status": "ready"})
 
     @app.get("/info", summary="The model and the server's limits")
     async def info() -> Response:
-        return json_response(_info(service))
+        body = _info(served.default)
+        if len(services) > 1:
+            body["models"] = {service.name: _info(service) for service in services}
+        return json_response(body)
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(served.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, exc: Exception) -> Response:
         message = f"the server failed on this request: {type(exc).__name__}"
         return error_response(500, message, "server_error", tei=_tei(request))
 
-    app.add_middleware(Guard, server=service)
+    app.add_middleware(Guard, server=served)
     return app
+
+
+async def _warm_up(services: list[Service]) -> None:
+    for service in services:
+        await service.warm_up()
 
 
 def _tei(request: Request) -> bool:
@@ -170,7 +178,7 @@ def _ids(value: Any) -> bool:
 
 
 def _info(service: Service) -> dict[str, Any]:
-    """bertx's facts about the model and the server, with text-embeddings-inference's /info fields beside them."""
+    """bertx's facts about a model and the server, with text-embeddings-inference's /info fields beside them."""
     model, settings = service.model, service.settings
     manifest = model.manifest
     arch = manifest.architecture

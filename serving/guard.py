@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from fastapi.responses import JSONResponse, Response
 
-from .service import Service
+from .models import Models
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,14 +25,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_ROUTES = ("/health", "/ready")  # answered without the API key, for load balancers and probes
 # text-embeddings-inference's routes answer errors in TEI's body; the others in OpenAI's.
 TEI_ROUTES = ("/", "/embed", "/embed_all", "/rerank", "/predict", "/tokenize", "/decode")
-ROUTES = (*TEI_ROUTES, "/v1/embeddings", "/embed/tokens", "/embed/words", "/health", "/ready", "/info", "/metrics")
+OPENAI_ROUTES = ("/v1/embeddings", "/v1/models", "/v1/rerank")
+ROUTES = (*TEI_ROUTES, *OPENAI_ROUTES, "/embed/tokens", "/embed/words", "/health", "/ready", "/info", "/metrics")
 ALLOWED = "GET, HEAD, POST, OPTIONS"
 
 
 class Guard:
     """ASGI layer around every route: the API key, the body size limit, and request metrics."""
 
-    def __init__(self, app: ASGIApp, server: Service) -> None:
+    def __init__(self, app: ASGIApp, server: Models) -> None:
         self.app = app
         self.server = server
 
@@ -144,12 +145,19 @@ def json_response(content: Any, status: int = 200) -> Response:
 
 
 def error_response(
-    status: int, message: str, kind: str = "invalid_request_error", retry_after: int = 0, tei: bool = False
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    retry_after: int = 0,
+    tei: bool = False,
+    code: str | None = None,
 ) -> Response:
-    """An error in OpenAI's body, `{"error": {"message", "type", "code"}}`, or text-embeddings-inference's,
-    `{"error": message, "error_type": type}`."""
+    """An error in OpenAI's body, `{"error": {"message", "type", "code"}}` (`code` the status unless named), or
+    text-embeddings-inference's, `{"error": message, "error_type": type}`."""
     body: dict[str, Any] = (
-        {"error": message, "error_type": kind} if tei else {"error": {"message": message, "type": kind, "code": status}}
+        {"error": message, "error_type": kind}
+        if tei
+        else {"error": {"message": message, "type": kind, "code": status if code is None else code}}
     )
     response = JSONResponse(body, status_code=status)
     if retry_after:

@@ -31,6 +31,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+# Which served model a request is for: bertx's field on its own and TEI's routes, as `model` is OpenAI's.
+ModelName = Annotated[
+    str | None,
+    Field(description="The served model to use (GET /v1/models) [with one model: it; else the route's default]."),
+]
+
+
 class OpenAIEmbeddingRequest(Strict):
     """OpenAI's embeddings request. `input` as token ids is not supported: send text."""
 
@@ -68,7 +75,9 @@ def option_fields(kind: str) -> dict[str, Any]:
 
 
 def _request(name: str, kind: str, doc: str, inputs: Any, **more: Any) -> type[Strict]:
-    model = create_model(name, __base__=Strict, __doc__=doc, inputs=inputs, **more, **option_fields(kind))
+    model = create_model(
+        name, __base__=Strict, __doc__=doc, inputs=inputs, model=(ModelName, None), **more, **option_fields(kind)
+    )
     return model
 
 

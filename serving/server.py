@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,20 +41,52 @@ def read_api_key(path: Path) -> str:
     return key
 
 
-def create_app(model: Model, settings: ServerSettings | None = None) -> FastAPI:
-    """The ASGI app serving `model`: run it with any ASGI server (`serve` uses uvicorn).
+def create_app(models: Model | Mapping[str, Model], settings: ServerSettings | None = None) -> FastAPI:
+    """The ASGI app serving one model, or several by name: run it with any ASGI server (`serve` uses uvicorn).
 
-    The model is warmed up once the app starts (`/ready` answers 503 until then); on shutdown every
-    accepted request is run before the app's lifespan ends.
+    Each model has its own batching queue and metrics labels; a request's `model` picks one (see
+    `bertx.serving.models`). The models are warmed up once the app starts (`/ready` answers 503 until then);
+    on shutdown every accepted request is run before the app's lifespan ends.
     """
     require_extra()
     from .app import create_app as build
 
-    return build(model, settings)
+    return build(models, settings)
+
+
+PathLike = str | os.PathLike[str]
+Artifacts = PathLike | Sequence[PathLike | tuple[str, PathLike]] | Mapping[str, PathLike]
+
+
+def load_models(artifacts: Artifacts, load: LoadOptions, settings: ServerSettings) -> dict[str, Model]:
+    """The models a server holds, by the names requests give them: a mapping's keys or a pair's name, else the
+    artifact's source id (or `settings.model_name` for a single artifact).
+
+    Raises:
+        OptionError: two models would have one name. ArtifactError and the other `Model.load` errors.
+    """
+    from bertx.model import Model
+
+    if isinstance(artifacts, Mapping):
+        named: list[tuple[str | None, PathLike]] = list(artifacts.items())
+    elif isinstance(artifacts, (str, os.PathLike)):
+        named = [(None, artifacts)]
+    else:
+        named = [item if isinstance(item, tuple) else (None, item) for item in artifacts]
+    if settings.model_name is not None and len(named) > 1:
+        raise OptionError("--model-name names a single model: name each of several as NAME=PATH")
+    models: dict[str, Model] = {}
+    for given, path in named:
+        model = Model.load(path, load)
+        name = given or settings.model_name or model.manifest.source.id
+        if name in models:
+            raise OptionError(f"two models are named {name!r}: name them NAME=PATH")
+        models[name] = model
+    return models
 
 
 def serve(
-    artifact: str | os.PathLike[str],
+    artifact: Artifacts,
     load: LoadOptions | None = None,
     host: str = "127.0.0.1",
     port: int = 8080,
@@ -62,8 +95,8 @@ def serve(
     graceful_timeout: int = 60,
     **uvicorn_options: Any,
 ) -> None:
-    """Load `artifact` (as `load` says: variant, device, threads, batch_tokens, …) and serve it over HTTP
-    until SIGTERM or SIGINT.
+    """Load `artifact` (one, a list, or a mapping of names to artifacts; as `load` says: variant, device,
+    threads, batch_tokens, …) and serve it over HTTP until SIGTERM or SIGINT.
 
     On either signal the server stops accepting connections, finishes every request in flight (for
     at most `graceful_timeout` seconds) and returns.
@@ -75,10 +108,8 @@ def serve(
     require_extra()
     import uvicorn
 
-    from bertx.model import Model
-
-    model = Model.load(artifact, load or LoadOptions())
-    app = create_app(model, settings)
+    settings = settings or ServerSettings()
+    app = create_app(load_models(artifact, load or LoadOptions(), settings), settings)
     config = uvicorn.Config(
         app,
         host=host,

@@ -1,4 +1,4 @@
-"""The service behind the routes: one model, its batcher and its metrics; requests as recipes."""
+"""The service behind the routes for one model: the model, its batcher and its metrics; requests as recipes."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ import asyncio
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
+import numpy as np
+
 from bertx.errors import BertxError, NonFiniteError
 from bertx.manifest import Head, HeadKind
 from bertx.model import Model
 from bertx.options import SENTENCE, WORDS, EncodeOptions
 from bertx.recipe import Recipe
-from bertx.tasks import require_head
+from bertx.tasks import relevance, require_head
 from bertx.tokenization import check_texts
 
 from .batcher import Batcher, Overloaded, RoundStats
-from .metrics import Metrics
+from .metrics import Metrics, ModelMetrics
 from .settings import ServerSettings
 
 # The batching key of task-head requests (/predict, /rerank): the head's logits for each text or pair.
@@ -26,24 +28,32 @@ WARM_UP = ["warm-up", "A longer sentence to warm up the model with more than a h
 class ApiError(Exception):
     """An error the client caused or must wait out; becomes a JSON error response."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", retry_after: int = 0) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        retry_after: int = 0,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.retry_after = status, message, kind, retry_after
+        self.code = code  # OpenAI's `code` when it has a name for the error [the status]
 
 
 class Service:
-    """The model, the batcher and the metrics behind one app.
+    """One model, with its own batcher (queue) and metrics, behind the routes.
 
     Requests are batched by their `Recipe`: what they compute on this model, defaults resolved, so two
     requests that mean the same thing (whatever route or spelling they came by) share rounds.
     """
 
-    def __init__(self, model: Model, settings: ServerSettings) -> None:
+    def __init__(self, model: Model, name: str, settings: ServerSettings, metrics: Metrics) -> None:
         self.model = model
+        self.name = name
         self.settings = settings
-        self.name = settings.model_name or model.manifest.source.id
         self.batcher = Batcher(self._run_group, settings.batch, self._on_round)
-        self.metrics = Metrics(self.batcher)
+        self.metrics: ModelMetrics = metrics.for_model(name, self.batcher)
         self.ready = False
 
     def _on_round(self, stats: RoundStats) -> None:
@@ -74,6 +84,19 @@ class Service:
         """The model's task head for `task`, or a 400 that says which artifact the route needs."""
         try:
             return require_head(self.model.manifest.head, kind, task)
+        except BertxError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    async def rerank(
+        self, query: str, texts: Sequence[str], truncate: bool | None = None, raw: bool = False
+    ) -> tuple[np.ndarray, int]:
+        """Each text's relevance to `query` from the model's cross-encoder head (its raw logit with `raw`), and
+        the tokens the pairs cost."""
+        head = self.head(HeadKind.SEQUENCE_CLASSIFICATION, "rerank")
+        logits, tokens = await self.run(LOGITS, [(query, text) for text in texts], truncate)
+        matrix = np.stack(logits)
+        try:
+            return (matrix[:, -1] if raw else relevance(matrix, head, None)), tokens
         except BertxError as exc:
             raise ApiError(400, str(exc)) from None
 

@@ -18,10 +18,11 @@ from pydantic import Field
 from bertx.errors import BertxError
 from bertx.manifest import HeadKind
 from bertx.options import SENTENCE, TOKENS
-from bertx.tasks import probabilities, relevance
+from bertx.tasks import probabilities
 
 from .guard import json_response, vector_json
-from .schemas import Direction, EmbedAllRequest, EmbedRequest, Strict, options_of
+from .models import CLASSIFY, EMBED, RERANK, Models
+from .schemas import Direction, EmbedAllRequest, EmbedRequest, ModelName, Strict, options_of
 from .service import LOGITS, ApiError, Service
 
 
@@ -34,6 +35,7 @@ class RerankRequest(Strict):
     truncation_direction: Direction = "Right"
     raw_scores: bool = False
     return_text: bool = False
+    model: ModelName = None
 
 
 class PredictRequest(Strict):
@@ -45,6 +47,7 @@ class PredictRequest(Strict):
     truncate: bool | None = None
     truncation_direction: Direction = "Right"
     raw_scores: bool = False
+    model: ModelName = None
 
 
 class TokenizeRequest(Strict):
@@ -53,6 +56,7 @@ class TokenizeRequest(Strict):
     inputs: str | list[str]
     add_special_tokens: bool = True
     prompt_name: str | None = None
+    model: ModelName = None
 
 
 class DecodeRequest(Strict):
@@ -60,18 +64,19 @@ class DecodeRequest(Strict):
 
     ids: list[int] | list[list[int]]
     skip_special_tokens: bool = True
+    model: ModelName = None
 
 
-def add_tei_routes(app: FastAPI, service: Service) -> None:
+def add_tei_routes(app: FastAPI, models: Models) -> None:
     """Register TEI's routes (`TEI_ROUTES`) on `app`."""
-    model = service.model
 
     @app.post("/embed", summary="TEI: sentence vectors, a list per input (any bertx sentence option too)")
     async def embed(body: EmbedRequest) -> Response:
-        return await _embed(service, body)
+        return await _embed(models.pick(body.model), body)  # type: ignore[attr-defined]
 
     @app.post("/embed_all", summary="TEI: every token's vector from the last layer (or the layers asked for)")
     async def embed_all(body: EmbedAllRequest) -> Response:
+        service = models.pick(body.model)  # type: ignore[attr-defined]
         texts = service.texts(body.inputs)  # type: ignore[attr-defined]
         _check_truncation(body)
         recipe = service.recipe(lambda: options_of(body, TOKENS), TOKENS)
@@ -80,16 +85,10 @@ def add_tei_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/rerank", summary="TEI: texts ordered by relevance to a query (a cross-encoder artifact)")
     async def rerank(body: RerankRequest) -> Response:
-        head = service.head(HeadKind.SEQUENCE_CLASSIFICATION, "rerank")
+        service = models.pick(body.model, RERANK)
         _check_truncation(body)
         texts = service.texts(body.texts)
-        pairs = [(body.query, text) for text in texts]
-        logits, _ = await service.run(LOGITS, pairs, truncate=body.truncate)
-        matrix = np.stack(logits)
-        try:
-            scores = matrix[:, -1] if body.raw_scores else relevance(matrix, head, None)
-        except BertxError as exc:
-            raise ApiError(400, str(exc)) from None
+        scores, _ = await service.rerank(body.query, texts, body.truncate, body.raw_scores)
         order = np.argsort(-scores, kind="stable")
         out: list[dict[str, Any]] = []
         for index in order:
@@ -101,16 +100,22 @@ def add_tei_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/predict", summary="TEI: labels and scores from a classifier artifact")
     async def predict(body: PredictRequest) -> Response:
-        return await _predict(service, body)
+        return await _predict(models.pick(body.model, CLASSIFY), body)
 
     @app.post("/", summary="TEI: /embed for an embedding model, /predict for a classifier")
     async def root(request: Request) -> Response:
-        if model.manifest.head is not None and model.manifest.head.kind is HeadKind.SEQUENCE_CLASSIFICATION:
-            return await _predict(service, PredictRequest.model_validate(await request.json()))
-        return await _embed(service, EmbedRequest.model_validate(await request.json()))
+        body = await request.json()
+        named = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+        service = models.pick(named, EMBED)
+        head = service.model.manifest.head
+        if head is not None and head.kind is HeadKind.SEQUENCE_CLASSIFICATION:
+            return await _predict(service, PredictRequest.model_validate(body))
+        return await _embed(service, EmbedRequest.model_validate(body))
 
     @app.post("/tokenize", summary="TEI: tokens with ids and character offsets")
     async def tokenize(body: TokenizeRequest) -> Response:
+        service = models.pick(body.model)
+        model = service.model
         texts = service.texts(body.inputs)
         try:
             prefix = model.prompt_text(body.prompt_name) if body.prompt_name is not None else ""
@@ -139,6 +144,7 @@ def add_tei_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/decode", summary="TEI: token ids back to text")
     async def decode(body: DecodeRequest) -> Response:
+        model = models.pick(body.model).model
         batches = body.ids if body.ids and isinstance(body.ids[0], list) else [body.ids]
         size = model.tokenizer.vocab_size
         for ids in batches:

@@ -177,13 +177,14 @@ def test_an_interrupted_job_resumes_with_only_the_missing_shards(
 ) -> None:
     inputs, expected = minilm_corpus
     out = tmp_path / "out"
-    args = ray_embed(minilm_artifact, inputs, out, cluster, "--shard-rows", "20")
+    # Shards of 5 rows: enough of them (180) that the job is still running when the signal is handled.
+    args = ray_embed(minilm_artifact, inputs, out, cluster, "--shard-rows", "5")
     # Interrupted as soon as the first shard is on disk: later, a fast machine can finish the job before
     # the signal lands.
     job = _start_and_wait_for_parts(args, out, 1)
     job.send_signal(signal.SIGINT)
-    job.communicate(timeout=120)
-    assert job.returncode != 0
+    _, stderr = job.communicate(timeout=120)
+    assert job.returncode != 0, f"the job ran to its end before the interrupt: {stderr[-2000:]}"
     total = len(json.loads((out / "_bertx_job.json").read_text())["shards"])
     done_before = len(list(out.glob("part-*.parquet")))
     assert 1 <= done_before < total and not (out / "_bertx_done.json").exists()

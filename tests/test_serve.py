@@ -45,7 +45,7 @@ def post(server: Server, route: str, body: object, **kwargs: object) -> httpx.Re
 
 def metric(server: Server, name: str) -> float:
     text = httpx.get(f"{server.url}/metrics", headers=AUTH, timeout=10).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.partition(" ")[0].split("{")[0] == name)
 
 
 def test_openai_embeddings_match_pytorch_and_in_process(server: Server, tiny_artifact: Path, tiny_bert: Path) -> None:
@@ -76,6 +76,20 @@ def test_openai_embeddings_match_pytorch_and_in_process(server: Server, tiny_art
     full = torch_sentence_embeddings(tiny_bert, TEXTS, 128, defaults.pooling.value, False)[:, :3]
     assert short.shape == (len(TEXTS), 3) and cosines(short, full).min() >= 0.9999
     np.testing.assert_allclose(short, model.encode(TEXTS, truncate_dim=3), atol=1e-6)
+
+
+def test_the_openai_client_gets_the_in_process_vectors(server: Server, tiny_artifact: Path) -> None:
+    import openai  # the test extra installs it
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+    model = bertx.Model.from_pretrained(tiny_artifact)
+    got = client.embeddings.create(model="any-name", input=TEXTS[:4])  # the client asks for base64
+    np.testing.assert_allclose([d.embedding for d in got.data], model.encode(TEXTS[:4]), atol=1e-6)
+    assert got.usage.prompt_tokens > 0
+    cut = client.embeddings.create(model="any-name", input=TEXTS[0], dimensions=8, encoding_format="float")
+    np.testing.assert_allclose(cut.data[0].embedding, model.encode(TEXTS[0], truncate_dim=8), atol=1e-6)
+    with pytest.raises(openai.BadRequestError, match="check_embedding_ctx_length=False"):
+        client.embeddings.create(model="any-name", input=[[101, 2023, 102]])
 
 
 def test_native_routes_give_any_layer_tokens_and_words(server: Server, tiny_bert: Path) -> None:
@@ -146,7 +160,9 @@ def test_equivalent_requests_by_any_route_share_one_model_call(tiny_artifact: Pa
 
         def count(name: str) -> float:
             text = httpx.get(f"{running.url}/metrics", timeout=10).text
-            return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+            return sum(
+                float(line.split()[-1]) for line in text.splitlines() if line.partition(" ")[0].split("{")[0] == name
+            )
 
         calls, rounds = count("bertx_model_calls_total"), count("bertx_batch_requests_count")
         replies = asyncio.run(together())
@@ -245,7 +261,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(tiny_artifact: Path, tm
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # SIGTERM once the server holds queued work
                 text = (await client.get("/metrics")).text
-                queued = [line for line in text.splitlines() if line.startswith("bertx_queue_texts ")]
+                queued = [line for line in text.splitlines() if line.startswith("bertx_queue_texts{")]
                 if queued and float(queued[0].split()[-1]) > 0:
                     break
                 await asyncio.sleep(0.01)

@@ -68,6 +68,17 @@ def test_tei_client_gets_the_in_process_vectors(server: Server, tiny_artifact: P
     np.testing.assert_allclose(np.asarray(embed).reshape(1, -1), want, atol=1e-6)
 
 
+def test_langchain_tei_embeddings_get_the_in_process_vectors(
+    server: Server, tiny_artifact: Path, hub_client_online: None
+) -> None:
+    from langchain_huggingface import HuggingFaceEndpointEmbeddings  # the test extra installs it
+
+    embeddings = HuggingFaceEndpointEmbeddings(model=server.url)
+    model = bertx.Model.from_pretrained(tiny_artifact)
+    np.testing.assert_allclose(embeddings.embed_documents(TEXTS[:4]), model.encode(TEXTS[:4]), atol=1e-6)
+    np.testing.assert_allclose(embeddings.embed_query(TEXTS[5]), model.encode(TEXTS[5]), atol=1e-6)
+
+
 def test_tei_routes_answer_in_tei_shapes(server: Server, tiny_artifact: Path, tiny_bert: Path) -> None:
     model = bertx.Model.from_pretrained(tiny_artifact)
     vectors = post(server, "/embed", {"inputs": TEXTS})
@@ -143,11 +154,13 @@ def test_requests_that_must_not_hurt_the_server(server: Server) -> None:
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
-def test_rerank_and_predict_equal_pytorch(
-    cross_encoder: Path, export_tiny: Callable[..., Path], tmp_path: Path
+def test_an_embedder_and_a_cross_encoder_in_one_server(
+    cross_encoder: Path, tiny_artifact: Path, export_tiny: Callable[..., Path], tmp_path: Path
 ) -> None:
+    """Rerank and predict equal PyTorch and `Model.rerank`; each request reaches the model it names, or the one
+    its route needs; an unknown name is OpenAI's 404; each model has its own metrics labels."""
     artifact = export_tiny(cross_encoder)
-    running = start(artifact, tmp_path)
+    running = start(Path(f"ce={artifact}"), tmp_path, f"tiny={tiny_artifact}")
     try:
         query, texts = "good", ["a bad day with rain", "the good dog is new", "we read a good new book"]
         logits = np.array(
@@ -167,7 +180,43 @@ def test_rerank_and_predict_equal_pytorch(
         assert pair[0]["score"] == pytest.approx(float(scores[1]), abs=1e-5)
         batch = post(running, "/predict", {"inputs": [[query, t] for t in texts]}).json()
         assert [row[0]["score"] for row in batch] == pytest.approx([float(s) for s in scores], abs=1e-5)
-        model = bertx.Model.from_pretrained(artifact)
-        assert [r.index for r in model.rerank(query, texts)] == [r["index"] for r in ranked]
+        cross = bertx.Model.from_pretrained(artifact)
+        assert [r.index for r in cross.rerank(query, texts)] == [r["index"] for r in ranked]
+        cohere = post(
+            running,
+            "/v1/rerank",
+            {"model": "ce", "query": query, "documents": [texts[0], {"text": texts[1]}, texts[2]], "top_n": 2},
+        ).json()
+        assert [r["index"] for r in cohere["results"]] == [r["index"] for r in ranked[:2]]
+        np.testing.assert_allclose(
+            [r["relevance_score"] for r in cohere["results"]], np.sort(scores)[::-1][:2], atol=1e-5
+        )
+        assert (
+            cohere["model"] == "ce" and "document" not in cohere["results"][0] and cohere["usage"]["total_tokens"] > 0
+        )
+        with_text = post(running, "/v1/rerank", {"query": query, "documents": texts, "return_documents": True})
+        assert with_text.json()["results"][0]["document"] == {"text": texts[ranked[0]["index"]]}
+
+        embedder = bertx.Model.from_pretrained(tiny_artifact)
+        default = post(running, "/embed", {"inputs": TEXTS[:3]})
+        np.testing.assert_allclose(np.array(default.json()), embedder.encode(TEXTS[:3]), atol=1e-6)
+        named = post(running, "/v1/embeddings", {"model": "ce", "input": TEXTS[:3]}).json()
+        assert named["model"] == "ce"
+        np.testing.assert_allclose([d["embedding"] for d in named["data"]], cross.encode(TEXTS[:3]), atol=1e-6)
+        unknown = post(running, "/v1/embeddings", {"model": "nope", "input": "x"})
+        assert unknown.status_code == 404
+        assert unknown.json()["error"]["code"] == "model_not_found" and "tiny" in unknown.json()["error"]["message"]
+        assert post(running, "/rerank", {"model": "nope", "query": "q", "texts": ["a"]}).status_code == 404
+        needs_head = post(running, "/predict", {"model": "tiny", "inputs": "a text"})
+        assert needs_head.status_code == 400 and "head" in needs_head.json()["error"]
+        listed = httpx.get(f"{running.url}/v1/models").json()
+        assert sorted(m["id"] for m in listed["data"]) == ["ce", "tiny"]
+        assert set(httpx.get(f"{running.url}/info").json()["models"]) == {"ce", "tiny"}
+        calls = {
+            line.split('"')[1]: float(line.split()[-1])
+            for line in httpx.get(f"{running.url}/metrics").text.splitlines()
+            if line.startswith("bertx_model_calls_total{")
+        }
+        assert calls["ce"] >= 6 and calls["tiny"] >= 2, calls  # warm-ups included
     finally:
         assert running.stop() == 0

@@ -98,6 +98,9 @@ def bench_serve(
         float, typer.Option(min=0, help="Seconds of soak at --soak-clients after the levels (0: none).")
     ] = 0.0,
     soak_clients: Annotated[int, typer.Option(min=1, help="Clients during the soak.")] = 32,
+    mixed_clients: Annotated[
+        int, typer.Option(min=0, help="Clients of the level whose requests hold 1 … 64 texts (0: no such level).")
+    ] = 32,
     infinity: Annotated[
         bool, typer.Option("--infinity/--no-infinity", help="Also load-test infinity-emb where it is installed.")
     ] = True,
@@ -105,7 +108,7 @@ def bench_serve(
     name: Annotated[str | None, typer.Option(help="File stem of the results [serve-ARTIFACT-VARIANT].")] = None,
 ) -> None:
     """Load-test `bertx serve` on 127.0.0.1: concurrent clients sending real text, throughput, latency
-    percentiles, errors and server memory, next to bertx in-process and infinity-emb."""
+    percentiles, errors, server memory and CPU per text, next to bertx in-process and infinity-emb."""
     import shlex
 
     try:
@@ -128,6 +131,7 @@ def bench_serve(
         soak_seconds=soak,
         soak_clients=soak_clients,
         infinity=infinity,
+        mixed_clients=mixed_clients,
     )
     with err.status("load testing …") as status:
         results = run(artifact, settings, progress=lambda message: status.update(message))

@@ -1,4 +1,4 @@
-"""`bertx serve`: the HTTP server over one artifact."""
+"""`bertx serve`: the HTTP server over one artifact or several."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from bertx.batching import DEFAULT_BATCH_TOKENS
-from bertx.errors import BertxError
+from bertx.errors import BertxError, OptionError
 from bertx.loading import LoadOptions
 from bertx.session import Device
 
@@ -18,7 +18,13 @@ from .common import VARIANT_HELP, VariantChoice, app, err
 
 @app.command()
 def serve(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder written by `bertx export`.")],
+    artifacts: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="ARTIFACT...",
+            help="Artifact folders written by `bertx export`; NAME=FOLDER names a model [its source id].",
+        ),
+    ],
     variant: Annotated[VariantChoice, typer.Option(help=VARIANT_HELP)] = VariantChoice.FP32,
     device: Annotated[
         Device | None, typer.Option(help="cpu, cuda, tensorrt, openvino, auto [the variant's engine].")
@@ -49,13 +55,16 @@ def serve(
         int, typer.Option(min=0, help="Padded tokens per inference call inside a round; 0 batches by count only.")
     ] = DEFAULT_BATCH_TOKENS,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads [what the process may use].")] = None,
-    model_name: Annotated[str | None, typer.Option(help="Name responses carry [the artifact's source id].")] = None,
+    model_name: Annotated[
+        str | None, typer.Option(help="Name of a single model, which responses carry [the artifact's source id].")
+    ] = None,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the model files' sha256 first.")] = True,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
-    """Serve embeddings over HTTP: OpenAI's /v1/embeddings; text-embeddings-inference's /embed (with any layers),
-    /embed_all, /rerank, /predict, /tokenize, /decode; /embed/tokens, /embed/words, /health, /ready, /info,
-    /metrics. Concurrent requests are batched together. Needs `bertx[serve]`."""
+    """Serve embeddings over HTTP: OpenAI's /v1/embeddings, /v1/models, /v1/rerank; text-embeddings-inference's
+    /embed (with any layers), /embed_all, /rerank, /predict, /tokenize, /decode; /embed/tokens, /embed/words,
+    /health, /ready, /info, /metrics. Concurrent requests to a model are batched together; with several models,
+    a request's `model` picks one. Needs `bertx[serve]`."""
     try:
         _serve(**locals())
     except BertxError as exc:  # not through _user_errors: a server runs for days, its warnings are logged
@@ -64,7 +73,7 @@ def serve(
 
 
 def _serve(
-    artifact: Path,
+    artifacts: list[str],
     variant: VariantChoice,
     device: Device | None,
     host: str,
@@ -98,4 +107,14 @@ def _serve(
         model_name=model_name,
     )
     load = LoadOptions(variant.value, device, threads, batch_tokens=batch_tokens, verify=verify)
-    run_server(artifact, load, host=host, port=port, settings=settings, log_level=log_level)
+    run_server([_named(item) for item in artifacts], load, host=host, port=port, settings=settings, log_level=log_level)
+
+
+def _named(item: str) -> Path | tuple[str, Path]:
+    """FOLDER, or NAME=FOLDER (unless a folder by that whole name exists)."""
+    name, sep, folder = item.partition("=")
+    if not sep or Path(item).exists():
+        return Path(item)
+    if not name.strip() or not folder:
+        raise OptionError(f"{item!r}: write a named model as NAME=FOLDER")
+    return name, Path(folder)
