@@ -8,12 +8,14 @@ bertx sentence option (layers, combine, pooling, …) by its name in the one voc
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from bertx.errors import BertxError
 from bertx.manifest import HeadKind
@@ -104,13 +106,19 @@ def add_tei_routes(app: FastAPI, models: Models) -> None:
 
     @app.post("/", summary="TEI: /embed for an embedding model, /predict for a classifier")
     async def root(request: Request) -> Response:
-        body = await request.json()
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise ApiError(400, "the body is not valid JSON") from None
         named = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
         service = models.pick(named, EMBED)
         head = service.model.manifest.head
-        if head is not None and head.kind is HeadKind.SEQUENCE_CLASSIFICATION:
-            return await _predict(service, PredictRequest.model_validate(body))
-        return await _embed(service, EmbedRequest.model_validate(body))
+        try:
+            if head is not None and head.kind is HeadKind.SEQUENCE_CLASSIFICATION:
+                return await _predict(service, PredictRequest.model_validate(body))
+            return await _embed(service, EmbedRequest.model_validate(body))
+        except ValidationError as exc:  # answered as the typed routes answer a bad body
+            raise RequestValidationError(exc.errors()) from None
 
     @app.post("/tokenize", summary="TEI: tokens with ids and character offsets")
     async def tokenize(body: TokenizeRequest) -> Response:
