@@ -17,9 +17,12 @@ from tokenizers import Encoding
 
 
 class LongTexts(str, Enum):
-    """What happens to texts longer than the window."""
+    """What happens to texts longer than the window: cut to keep their start (`truncate`) or their end
+    (`truncate_left`, tokens cut from the left as transformers' `truncation_side="left"` cuts them), or
+    embedded in overlapping windows (`chunk`)."""
 
     TRUNCATE = "truncate"
+    TRUNCATE_LEFT = "truncate_left"
     CHUNK = "chunk"
 
 

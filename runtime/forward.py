@@ -49,7 +49,7 @@ class Forward:
         `TruncationWarning` saying how many were cut."""
         if recipe is not None and recipe.chunked:
             return self.tokenizer.encode_windows(texts, recipe.overlap, recipe.window)  # type: ignore[arg-type]
-        encodings = self.tokenizer.encode(texts)
+        encodings = self.tokenizer.encode(texts, keep_end=recipe is not None and recipe.keep_end)
         self.warn_truncated(encodings)
         return encodings
 

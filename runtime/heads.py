@@ -120,11 +120,15 @@ class TaskHeads:
         matrix = np.stack(logits) if logits else np.zeros((0, len(head.labels)), dtype=np.float32)
         return ranked(relevance(matrix, head, label), documents, top_k)
 
-    def head_logits(self, texts: Sequence[TextInput], batch_size: int = 32) -> list[np.ndarray]:
+    def head_logits(self, texts: Sequence[TextInput], batch_size: int = 32, keep_end: bool = False) -> list[np.ndarray]:
         """The head's raw logits per text or (text_a, text_b) pair, in input order (what `classify` and `rerank`
-        turn into probabilities; the server batches requests of both by them)."""
+        turn into probabilities; the server batches requests of both by them). A long input is cut at its end,
+        or with `keep_end` at its start."""
         require_head(self.manifest.head, HeadKind.SEQUENCE_CLASSIFICATION, "head_logits")
-        return self._head_logits(texts, batch_size)
+        encodings = self.forward.tokenizer.encode(texts, keep_end=True) if keep_end else None
+        if encodings is not None:
+            self.forward.warn_truncated(encodings)
+        return self._head_logits(texts, batch_size, encodings)
 
     def _head_logits(
         self, texts: Sequence[TextInput], batch_size: int, encodings: Sequence[Encoding] | None = None

@@ -225,9 +225,10 @@ class Model(TaskHeads):
             normalize_embeddings: L2-normalize; default from the manifest.
             show_progress_bar: Show a progress bar on standard error.
             convert_to_numpy: True gives one (n, dim) array; False a list of 1-D arrays.
-            long_texts: truncate (default; one warning says how many texts were cut) or chunk: texts
-                longer than max_seq_length are embedded as overlapping windows whose vectors are
-                combined, weighted by their token counts (max pooling takes the max over windows).
+            long_texts: truncate (default: a long text keeps its start; one warning says how many texts
+                were cut), truncate_left (it keeps its end) or chunk: texts longer than max_seq_length are
+                embedded as overlapping windows whose vectors are combined, weighted by their token counts
+                (max pooling takes the max over windows).
             chunk_overlap: Tokens each window repeats from the previous one (chunk mode).
             chunk_window: Tokens per window, special tokens included [max_seq_length].
             truncate_dim: Keep the first N dimensions (Matryoshka), normalized after the cut [all].
@@ -344,7 +345,7 @@ class Model(TaskHeads):
         if pre_split:
             if recipe.chunked:
                 raise OptionError("long_texts='chunk' works on plain texts, not pre-split words")
-            encodings = self.tokenizer.encode_words(texts)
+            encodings = self.tokenizer.encode_words(texts, keep_end=recipe.keep_end)
             self.forward.warn_truncated(encodings)
         else:
             encodings = self.forward.tokenize(texts, recipe)

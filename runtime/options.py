@@ -92,7 +92,8 @@ SPECS: tuple[OptionSpec, ...] = (
     ),
     OptionSpec(
         "long_texts",
-        "Texts over max_seq_length: truncate, or chunk into overlapping windows combined into one result.",
+        "Texts over max_seq_length: truncate (keep the start), truncate_left (keep the end), or chunk into "
+        "overlapping windows combined into one result.",
         _LAYERED,
         str,
         choices=_values(LongTexts),

@@ -29,6 +29,7 @@ class Recipe:
         kind: sentence, tokens or words.
         layers: Hidden-state indices (0 = embeddings … L), in the order they are combined.
         chunked: Long texts are windowed (window, overlap) rather than truncated.
+        keep_end: Long texts are cut at their start (truncate_left) rather than at their end.
         prefix: The prompt text put before each single text ("" for none).
         hidden_prompt: Leading tokens pooling leaves out (the prompt's, for models pooled without it).
         width: The width of each vector before `truncate_dim`.
@@ -49,6 +50,7 @@ class Recipe:
     prefix: str = ""
     hidden_prompt: int = 0
     merge: WordMerge | None = None
+    keep_end: bool = False
 
 
 def resolve(options: EncodeOptions, kind: str, manifest: Manifest, tokenizer: TextEncoder) -> Recipe:
@@ -83,6 +85,7 @@ def resolve(options: EncodeOptions, kind: str, manifest: Manifest, tokenizer: Te
         "combine": how,
         "layer_weights": weights,
         "chunked": chunked,
+        "keep_end": options.long_texts.value == "truncate_left",
         "window": window,
         "overlap": overlap,
         "width": width,
@@ -93,6 +96,11 @@ def resolve(options: EncodeOptions, kind: str, manifest: Manifest, tokenizer: Te
         return Recipe(**common, merge=options.merge)  # type: ignore[arg-type]
     check_truncate_dim(options.truncate_dim, width)
     prefix = manifest.prompts.resolve(options.prompt_name, options.prompt)
+    if prefix and common["keep_end"]:
+        raise OptionError(
+            "long_texts='truncate_left' cuts a long text at its start, where the prompt is: use "
+            "long_texts='truncate' or 'chunk' with a prompt (prompt='' turns a default prompt off)"
+        )
     return Recipe(
         **common,  # type: ignore[arg-type]
         pooling=manifest.defaults.pooling if options.pooling is None else options.pooling,

@@ -59,6 +59,7 @@ class TextEncoder:
         self.pad_id = pad_id
         self._specials = len(tokenizer.encode("", add_special_tokens=True).ids)
         self._windowed: dict[tuple[int, int], Tokenizer] = {}
+        self._keeping_end: Tokenizer | None = None
         self._lock = threading.Lock()
 
     @property
@@ -66,11 +67,23 @@ class TextEncoder:
         """Number of entries in the vocabulary, added tokens included."""
         return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
 
-    def encode(self, texts: Sequence[TextInput]) -> list[Encoding]:
+    def encode(self, texts: Sequence[TextInput], keep_end: bool = False) -> list[Encoding]:
         """Tokenize texts or (text_a, text_b) pairs (special tokens added, truncated to `max_length`; a
-        pair is cut from its longer side first)."""
+        pair is cut from its longer side first). A text is cut at its end, or with `keep_end` at its start."""
         items = check_inputs(texts)
-        return list(self._tokenizer.encode_batch(items, add_special_tokens=True))
+        return list(self._truncating(keep_end).encode_batch(items, add_special_tokens=True))
+
+    def _truncating(self, keep_end: bool) -> Tokenizer:
+        """The tokenizer that cuts at the end, or (a copy made once) the one that cuts at the start."""
+        if not keep_end:
+            return self._tokenizer
+        with self._lock:
+            if self._keeping_end is None:
+                copy = Tokenizer.from_str(self._tokenizer.to_str())
+                copy.no_padding()
+                copy.enable_truncation(self.max_length, direction="left")
+                self._keeping_end = copy
+            return self._keeping_end
 
     def pad(self, encodings: Sequence[Encoding]) -> Batch:
         """Pad encodings to the longest of them."""
@@ -131,13 +144,13 @@ class TextEncoder:
         """Text for each list of token ids."""
         return list(self._tokenizer.decode_batch([list(row) for row in ids], skip_special_tokens=skip_special_tokens))
 
-    def encode_words(self, texts: Sequence[Sequence[str]]) -> list[Encoding]:
-        """Tokenize pre-split input: each text given as its list of words."""
+    def encode_words(self, texts: Sequence[Sequence[str]], keep_end: bool = False) -> list[Encoding]:
+        """Tokenize pre-split input: each text given as its list of words (cut at its end, or its start)."""
         if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
             raise InputError(f"expected a list of word lists, got {type(texts).__name__}")
         for index, words in enumerate(texts):
             check_texts(words, what=f"text {index}: ")
-        return list(self._tokenizer.encode_batch([list(w) for w in texts], is_pretokenized=True))
+        return list(self._truncating(keep_end).encode_batch([list(w) for w in texts], is_pretokenized=True))
 
 
 def is_truncated(encoding: Encoding) -> bool:

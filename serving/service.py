@@ -20,8 +20,10 @@ from .batcher import Batcher, Overloaded, RoundStats
 from .metrics import Metrics, ModelMetrics
 from .settings import ServerSettings
 
-# The batching key of task-head requests (/predict, /rerank): the head's logits for each text or pair.
+# The batching keys of task-head requests (/predict, /rerank): the head's logits for each text or pair, with a
+# long input cut at its end, or at its start (TEI's truncation_direction "Left").
 LOGITS = "logits"
+LOGITS_KEEPING_END = "logits, long inputs keeping their end"
 WARM_UP = ["warm-up", "A longer sentence to warm up the model with more than a handful of tokens in it."]
 
 
@@ -61,8 +63,8 @@ class Service:
 
     def _run_group(self, key: Hashable, items: list[Any]) -> Sequence[Any]:
         """In the batcher's thread: one call of the model for every queued item of this recipe."""
-        if key == LOGITS:
-            return self.model.head_logits(items)
+        if key in (LOGITS, LOGITS_KEEPING_END):
+            return self.model.head_logits(items, keep_end=key == LOGITS_KEEPING_END)
         assert isinstance(key, Recipe)
         return list(self.model.compute(items, key))
 
@@ -88,12 +90,18 @@ class Service:
             raise ApiError(400, str(exc)) from None
 
     async def rerank(
-        self, query: str, texts: Sequence[str], truncate: bool | None = None, raw: bool = False
+        self,
+        query: str,
+        texts: Sequence[str],
+        truncate: bool | None = None,
+        raw: bool = False,
+        keep_end: bool = False,
     ) -> tuple[np.ndarray, int]:
         """Each text's relevance to `query` from the model's cross-encoder head (its raw logit with `raw`), and
-        the tokens the pairs cost."""
+        the tokens the pairs cost; a long pair is cut at its end, or with `keep_end` at its start."""
         head = self.head(HeadKind.SEQUENCE_CLASSIFICATION, "rerank")
-        logits, tokens = await self.run(LOGITS, [(query, text) for text in texts], truncate)
+        key = LOGITS_KEEPING_END if keep_end else LOGITS
+        logits, tokens = await self.run(key, [(query, text) for text in texts], truncate)
         matrix = np.stack(logits)
         try:
             return (matrix[:, -1] if raw else relevance(matrix, head, None)), tokens

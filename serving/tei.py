@@ -9,6 +9,7 @@ bertx sentence option (layers, combine, pooling, …) by its name in the one voc
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,15 +18,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import Field, ValidationError
 
+from bertx.chunking import LongTexts
 from bertx.errors import BertxError
 from bertx.manifest import HeadKind
-from bertx.options import SENTENCE, TOKENS
+from bertx.options import SENTENCE, TOKENS, EncodeOptions
 from bertx.tasks import probabilities
 
 from .guard import json_response, vector_json
 from .models import CLASSIFY, EMBED, RERANK, Models
 from .schemas import Direction, EmbedAllRequest, EmbedRequest, ModelName, Strict, options_of
-from .service import LOGITS, ApiError, Service
+from .service import LOGITS, LOGITS_KEEPING_END, ApiError, Service
 
 
 class RerankRequest(Strict):
@@ -80,17 +82,15 @@ def add_tei_routes(app: FastAPI, models: Models) -> None:
     async def embed_all(body: EmbedAllRequest) -> Response:
         service = models.pick(body.model)  # type: ignore[attr-defined]
         texts = service.texts(body.inputs)  # type: ignore[attr-defined]
-        _check_truncation(body)
-        recipe = service.recipe(lambda: options_of(body, TOKENS), TOKENS)
+        recipe = service.recipe(lambda: _options(body, TOKENS), TOKENS)
         results, _ = await service.run(recipe, texts, truncate=body.truncate)  # type: ignore[attr-defined]
         return json_response([r.vectors.tolist() for r in results])
 
     @app.post("/rerank", summary="TEI: texts ordered by relevance to a query (a cross-encoder artifact)")
     async def rerank(body: RerankRequest) -> Response:
         service = models.pick(body.model, RERANK)
-        _check_truncation(body)
         texts = service.texts(body.texts)
-        scores, _ = await service.rerank(body.query, texts, body.truncate, body.raw_scores)
+        scores, _ = await service.rerank(body.query, texts, body.truncate, body.raw_scores, _keep_end(body))
         order = np.argsort(-scores, kind="stable")
         out: list[dict[str, Any]] = []
         for index in order:
@@ -164,17 +164,15 @@ def add_tei_routes(app: FastAPI, models: Models) -> None:
 
 async def _embed(service: Service, body: Any) -> Response:
     texts = service.texts(body.inputs)
-    _check_truncation(body)
-    recipe = service.recipe(lambda: options_of(body, SENTENCE), SENTENCE)
+    recipe = service.recipe(lambda: _options(body, SENTENCE), SENTENCE)
     vectors, _ = await service.run(recipe, texts, truncate=body.truncate)
     return json_response([vector_json(v, body.encoding_format) for v in vectors])
 
 
 async def _predict(service: Service, body: PredictRequest) -> Response:
     head = service.head(HeadKind.SEQUENCE_CLASSIFICATION, "predict")
-    _check_truncation(body)
     single, items = _predict_inputs(body.inputs)
-    logits, _ = await service.run(LOGITS, items, truncate=body.truncate)
+    logits, _ = await service.run(LOGITS_KEEPING_END if _keep_end(body) else LOGITS, items, truncate=body.truncate)
     matrix = np.stack(logits)
     if body.raw_scores:
         scores = matrix
@@ -205,8 +203,20 @@ def _predict_inputs(inputs: str | list[str] | list[list[str]]) -> tuple[bool, li
     return False, items
 
 
-def _check_truncation(body: Any) -> None:
-    if str(body.truncation_direction).lower() == "left":
+def _keep_end(body: Any) -> bool:
+    """TEI's `truncation_direction`: "Left" cuts a long input at its start, keeping its end."""
+    return str(body.truncation_direction).lower() == "left"
+
+
+def _options(body: Any, kind: str) -> EncodeOptions:
+    """The request's options, TEI's truncation direction included (Left is long_texts='truncate_left')."""
+    options = options_of(body, kind)
+    if not _keep_end(body):
+        return options
+    if options.long_texts is not LongTexts.TRUNCATE:
         raise ApiError(
-            422, 'truncation_direction "Left" is not supported: bertx keeps the start of a long text ("Right")'
+            400,
+            f'truncation_direction "Left" truncates, and long_texts "{options.long_texts.value}" asks for '
+            "something else: send one of them",
         )
+    return replace(options, long_texts=LongTexts.TRUNCATE_LEFT)

@@ -16,16 +16,18 @@ MIXED_TEXTS = [
 ]
 
 
-def torch_hidden_states(model_dir: Path, texts: list[str], max_length: int) -> list[list[np.ndarray]]:
+def torch_hidden_states(
+    model_dir: Path, texts: list[str], max_length: int, truncation_side: str = "right"
+) -> list[list[np.ndarray]]:
     """Per text, every hidden state (tokens, hidden) from transformers with output_hidden_states.
 
     Texts are run one at a time, so no padding is involved at all; the tokenizer is the model
-    folder's own (transformers' AutoTokenizer), not bertx's.
+    folder's own (transformers' AutoTokenizer), not bertx's, cutting a long text on `truncation_side`.
     """
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, truncation_side=truncation_side)
     model = AutoModel.from_pretrained(model_dir, output_hidden_states=True).eval()
     out = []
     for text in texts:
@@ -37,13 +39,13 @@ def torch_hidden_states(model_dir: Path, texts: list[str], max_length: int) -> l
 
 
 def torch_sentence_embeddings(
-    model_dir: Path, texts: list[str], max_length: int, pooling: str, normalize: bool
+    model_dir: Path, texts: list[str], max_length: int, pooling: str, normalize: bool, truncation_side: str = "right"
 ) -> np.ndarray:
     """Sentence vectors pooled in torch from the last hidden state, one text at a time."""
     import torch
 
     rows = []
-    for states in torch_hidden_states(model_dir, texts, max_length):
+    for states in torch_hidden_states(model_dir, texts, max_length, truncation_side):
         last = torch.from_numpy(states[-1])
         if pooling == "cls":
             vec = last[0]

@@ -142,8 +142,11 @@ def make_tagger(base: Path, folder: Path, steps: int = 40) -> Path:
     return folder
 
 
-def torch_logits(folder: Path, texts: Sequence[Any], kind: HeadKind) -> list[np.ndarray]:
-    """The checkpoint's logits in PyTorch, one text (or pair) at a time, without padding."""
+def torch_logits(
+    folder: Path, texts: Sequence[Any], kind: HeadKind, max_length: int | None = None, truncation_side: str = "right"
+) -> list[np.ndarray]:
+    """The checkpoint's logits in PyTorch, one text (or pair) at a time, without padding (cut at `max_length`
+    on `truncation_side` when given)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
@@ -151,11 +154,14 @@ def torch_logits(folder: Path, texts: Sequence[Any], kind: HeadKind) -> list[np.
         AutoModelForTokenClassification if kind is HeadKind.TOKEN_CLASSIFICATION else AutoModelForSequenceClassification
     )
     model = auto.from_pretrained(folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, truncation_side=truncation_side)
+    cut = {"truncation": True, "max_length": max_length} if max_length is not None else {}
     results = []
     for item in texts:
         inputs = (
-            tokenizer(*item, return_tensors="pt") if isinstance(item, tuple) else tokenizer(item, return_tensors="pt")
+            tokenizer(*item, return_tensors="pt", **cut)
+            if isinstance(item, tuple)
+            else tokenizer(item, return_tensors="pt", **cut)
         )
         with torch.inference_mode():
             results.append(model(**inputs).logits[0].numpy())

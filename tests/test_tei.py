@@ -17,7 +17,7 @@ from test_tasks import make_classifier, torch_logits
 import bertx
 from bertx.manifest import HeadKind
 
-from reference import MIXED_TEXTS, torch_hidden_states
+from reference import MIXED_TEXTS, cosines, torch_hidden_states, torch_sentence_embeddings
 from servers import Server, start
 
 httpx = pytest.importorskip("httpx")
@@ -113,11 +113,34 @@ def test_tei_routes_answer_in_tei_shapes(server: Server, tiny_artifact: Path, ti
     assert info["max_input_length"] == model.max_seq_length and info["model_dtype"] == "fp32"
 
 
+def test_left_truncation_keeps_the_end_as_transformers_does(
+    server: Server, tiny_artifact: Path, tiny_bert: Path
+) -> None:
+    model = bertx.Model.from_pretrained(tiny_artifact)
+    long = "the start is here " + " ".join(f"word{i}" for i in range(300)) + " and the end is here"
+    texts = [long, TEXTS[0]]
+    pooling, normalize = model.manifest.defaults.pooling.value, model.manifest.defaults.normalize
+    want = torch_sentence_embeddings(tiny_bert, texts, model.max_seq_length, pooling, normalize, "left")
+    with pytest.warns(bertx.TruncationWarning):
+        local = model.encode(texts, long_texts="truncate_left")
+    np.testing.assert_allclose(local, want, atol=1e-5)
+    assert cosines(local[:1], model.encode([long])).min() < 0.999  # the other end of the text
+    served = post(server, "/embed", {"inputs": texts, "truncation_direction": "Left"})
+    np.testing.assert_allclose(np.array(served.json()), local, atol=1e-6)
+    refused = post(server, "/embed", {"inputs": texts, "truncation_direction": "Left", "truncate": False})
+    assert refused.status_code == 413
+    words = model.encode_words([long], long_texts="truncate_left")[0].words
+    assert words[-1] == "here" and "start" not in words
+    tokens = post(server, "/embed_all", {"inputs": [long], "truncation_direction": "Left"}).json()[0]
+    states = torch_hidden_states(tiny_bert, [long], model.max_seq_length, "left")[0][-1]
+    np.testing.assert_allclose(np.array(tokens), states, atol=1e-4)
+
+
 def test_tei_errors_are_tei_bodies(server: Server) -> None:
     long = " ".join(["word"] * 400)
     cases = [
         (post(server, "/embed", {"inputs": [long], "truncate": False}), 413, "send truncate: true"),
-        (post(server, "/embed", {"inputs": ["x"], "truncation_direction": "Left"}), 422, "Left"),
+        (post(server, "/embed", {"inputs": ["x"], "truncation_direction": "Left", "long_texts": "chunk"}), 400, "Left"),
         (post(server, "/embed", {"inputs": ["x"], "layers": "::0"}), 400, "step 0"),
         (post(server, "/embed", {"inputs": []}), 400, "input is empty"),
         (post(server, "/predict", {"inputs": "x"}), 400, "ForSequenceClassification"),
@@ -196,6 +219,14 @@ def test_an_embedder_and_a_cross_encoder_in_one_server(
         )
         with_text = post(running, "/v1/rerank", {"query": query, "documents": texts, "return_documents": True})
         assert with_text.json()["results"][0]["document"] == {"text": texts[ranked[0]["index"]]}
+        long = ["good " * 5 + "bad " * 400, "bad " * 400 + "good " * 5]
+        for side in ("right", "left"):
+            kept = torch_logits(
+                cross_encoder, [(query, t) for t in long], HeadKind.SEQUENCE_CLASSIFICATION, cross.max_seq_length, side
+            )
+            body = {"query": query, "texts": long, "raw_scores": True, "truncation_direction": side.title()}
+            served = sorted(post(running, "/rerank", body).json(), key=lambda r: r["index"])
+            np.testing.assert_allclose([r["score"] for r in served], [row[0] for row in kept], atol=1e-5)
 
         embedder = bertx.Model.from_pretrained(tiny_artifact)
         default = post(running, "/embed", {"inputs": TEXTS[:3]})
