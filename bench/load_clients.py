@@ -46,14 +46,35 @@ def levels(
         mixed = max(len(rows) for rows in requests) > 1
         progress(f"{result.name}: {clients} clients{', 1-64 texts a request' if mixed else ''} …")
         asyncio.run(_load(url, texts, clients, 2 * clients, settings.seconds, requests, keep=False))  # warm-up
+        rounds_before = _rounds(server_url(result))
         cpu_before, started = cpu_seconds(process.pid), time.perf_counter()
         tally = asyncio.run(_load(url, texts, clients, settings.requests, settings.seconds, requests, keep=True))
         elapsed, cpu_after = time.perf_counter() - started, cpu_seconds(process.pid)
+        rounds_after = _rounds(server_url(result))
         level = _level(clients, tally, elapsed, reference, rss_mb(process.pid))
         if cpu_before is not None and cpu_after is not None:
             level.cpu_s = cpu_after - cpu_before
+        if rounds_before is not None and rounds_after is not None and rounds_after[1] > rounds_before[1]:
+            level.mean_round_texts = (rounds_after[0] - rounds_before[0]) / (rounds_after[1] - rounds_before[1])
         level.texts_per_request = f"1-{MIXED_MAX}" if mixed else "1"
         result.levels.append(level)
+
+
+def _rounds(base: str) -> tuple[float, float] | None:
+    """(texts, rounds) so far, from bertx serve's /metrics; None for a server without them."""
+    import httpx
+
+    try:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    found = {"bertx_batch_texts_sum": 0.0, "bertx_batch_texts_count": 0.0}
+    for line in text.splitlines():
+        name = line.partition(" ")[0].split("{")[0]
+        if name in found:
+            found[name] += float(line.split()[-1])
+    texts, rounds = found["bertx_batch_texts_sum"], found["bertx_batch_texts_count"]
+    return (texts, rounds) if rounds else None
 
 
 def requests_of(count: int, largest: int) -> list[list[int]]:

@@ -47,6 +47,7 @@ class Level:
     texts: int = 0  # embedded in the answered requests
     cpu_s: float | None = None  # the server's CPU time (all its threads and children) over the level
     texts_per_request: str = "1"  # or "1-64": the mixed level
+    mean_round_texts: float | None = None  # bertx serve: texts per batching round over the level (its /metrics)
 
     @property
     def cpu_s_per_1000_texts(self) -> float | None:

@@ -75,7 +75,11 @@ def _in_process(
 
     texts_file, vectors_file = folder / "texts.txt", folder / "vectors.npy"
     texts_file.write_text("\n".join(texts), encoding="utf-8")
-    groups = ",".join(str(c) for c in sorted(set(settings.clients) | {settings.mixed_clients} - {0}))
+    # the concurrency levels, and powers of two up to the largest: a server's rounds hold fewer texts than its
+    # clients when they wait on one another, and the report compares it with groups of its own round size
+    largest = max((*settings.clients, settings.mixed_clients))
+    sizes = set(settings.clients) | {settings.mixed_clients} | {2**k for k in range(8) if 2**k <= largest}
+    groups = ",".join(str(c) for c in sorted(sizes - {0}))
     engine = f"bertx-{settings.variant}"
     arguments = [engine, str(artifact), str(settings.threads), "baseline", str(texts_file), str(vectors_file), groups]
     result = run_worker(arguments, timeout=1800)

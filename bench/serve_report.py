@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -94,6 +96,13 @@ def _targets(results: LoadResults) -> list[str]:
             f"- CPU per text at 32 clients: {at32.cpu_s_per_1000_texts:.2f} s per 1,000 texts, "
             f"{at32.cpu_s_per_1000_texts / group_cpu:.2f}× in-process groups of 32 ({group_cpu:.2f}) [≤ 1.10×]"
         )
+        matched = _cpu_at(ip.get("rounds_cpu_s_per_1000_texts", {}), at32.mean_round_texts)
+        if matched is not None and at32.mean_round_texts is not None:
+            lines.append(
+                f"- the server's rounds held {at32.mean_round_texts:.1f} texts on average at 32 clients (each "
+                "client waits for its answer, so while a round runs the others queue for the next): "
+                f"{at32.cpu_s_per_1000_texts / matched:.2f}× in-process groups of that size ({matched:.2f})"
+            )
     one = _level(bertx, 1, "1")
     if one is not None:
         extra = one.p99_ms - ip["batch1_p99_ms"]
@@ -111,6 +120,19 @@ def _targets(results: LoadResults) -> list[str]:
     errors = sum(level.errors for level in bertx.levels)
     lines.append(f"- errors over every level: {errors} [0]")
     return lines
+
+
+def _cpu_at(by_size: dict[str, float], size: float | None) -> float | None:
+    """In-process CPU per 1,000 texts for groups of `size` texts, interpolated on log2 of the size between the
+    measured group sizes."""
+    points = sorted((int(n), v) for n, v in by_size.items())
+    if size is None or len(points) < 2 or not points[0][0] <= size <= points[-1][0]:
+        return None
+    for (a, va), (b, vb) in itertools.pairwise(points):
+        if a <= size <= b:
+            t = 0.0 if a == b else (math.log2(size) - math.log2(a)) / (math.log2(b) - math.log2(a))
+            return va + t * (vb - va)
+    return None
 
 
 def _level(server: ServerResult, clients: int, texts_per_request: str) -> Level | None:
