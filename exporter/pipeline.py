@@ -18,6 +18,7 @@ from typing import Any
 from rich.console import Console
 
 import bertx
+from bertx.architectures import supported_type
 from bertx.backends import Backend, GraphFile, InferencePrecision
 from bertx.cpu import cpu_info
 from bertx.display import parity_table
@@ -193,8 +194,10 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
             raise ExportError(f"exported graph has outputs {graph_outputs}, expected {expected}")
         outputs = [name for name in graph_outputs if facts.head is None or name != facts.head.output]
     built: dict[Precision, _Built] = {}
-    with steps.step("fuse", f"({options.optimize.value})"):
-        fused, settings = fuse(work / "exported", options.optimize, work / "fused")
+    model_type = facts.architecture.model_type
+    unfused = supported_type(model_type).unfused
+    with steps.step("fuse", f"({options.optimize.value})" if unfused is None else "(skipped: no fusion for this type)"):
+        fused, settings = fuse(work / "exported", options.optimize, work / "fused", model_type=model_type)
         built[Precision.FP32] = _Built({VARIANT_FILES[Precision.FP32]: fused}, settings)
     encoder = TextEncoder(artifact / "tokenizer.json", facts.defaults.max_seq_length, tokenizer.pad_token_id)
     thresholds = {**DEFAULT_THRESHOLDS, **options.thresholds}
@@ -227,7 +230,9 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
             steps.note(f"int8 kept below its target (--allow-below-target): parity gate min cosine {limit:.4f}")
     if options.fp16:
         with steps.step("fp16", "(fp16 weights and compute, fp32 inputs/outputs)"):
-            fp16_path, fp16_settings = fuse(work / "exported", options.optimize, work / "fp16", fp16=True)
+            fp16_path, fp16_settings = fuse(
+                work / "exported", options.optimize, work / "fp16", fp16=True, model_type=model_type
+            )
             built[Precision.FP16] = _Built({VARIANT_FILES[Precision.FP16]: fp16_path}, fp16_settings)
     if options.bf16:
         with steps.step("bf16", "(the fp32 graph, computed in bf16 by OpenVINO on this CPU)"):

@@ -23,6 +23,7 @@ from importlib import resources
 
 import numpy as np
 
+from bertx.architectures import reads_padding
 from bertx.backends import Runner
 from bertx.batching import DEFAULT_BATCH_TOKENS, plan
 from bertx.manifest import Architecture, Pooling
@@ -105,7 +106,8 @@ def build_proof(encoder: TextEncoder, texts: Sequence[str], architecture: Archit
     order = np.argsort(-lengths, kind="stable")
     ratio = architecture.num_heads / (4 * architecture.hidden_size)
     batches, rows = [], []
-    for start, stop in plan(lengths[order], BATCH_SIZE, DEFAULT_BATCH_TOKENS, ratio):
+    equal = reads_padding(architecture.model_type)
+    for start, stop in plan(lengths[order], BATCH_SIZE, DEFAULT_BATCH_TOKENS, ratio, equal):
         rows.append(order[start:stop])
         batches.append(encoder.pad([encodings[i] for i in rows[-1]]))
     singles = tuple(encoder.pad([e]) for e in encodings)

@@ -20,14 +20,26 @@ class Positions(str, Enum):
     RELATIVE = "relative"  # relative or rotary; max_position_embeddings is the trained length
 
 
+# Why a type is exported unfused: ONNX Runtime's transformer optimizer has no fusion for it.
+NO_FUSION = "ONNX Runtime's graph optimizer has no fusion for this type: exported unfused"
+
+
 @dataclass(frozen=True)
 class ModelType:
-    """A transformers `model_type` bertx exports."""
+    """A transformers `model_type` bertx exports.
+
+    Attributes:
+        unfused: Why its graph is not fused, when it is not.
+        reads_padding: Its layers read the padded positions (ConvBERT's convolution spans them), so a text's
+            vectors would depend on its batch: it is batched only with texts of its own length.
+    """
 
     name: str
     family: str
     positions: Positions
     examples: str
+    unfused: str | None = None
+    reads_padding: bool = False
 
     def max_length(self, max_position_embeddings: int, pad_token_id: int | None) -> int:
         """The most tokens (special tokens included) one text may have."""
@@ -55,6 +67,9 @@ SUPPORTED = {
         ModelType("electra", "ELECTRA", Positions.ABSOLUTE, "electra-base-discriminator"),
         ModelType("albert", "ALBERT", Positions.ABSOLUTE, "albert-base-v2"),
         ModelType("deberta-v2", "DeBERTa-v2/v3", Positions.RELATIVE, "deberta-v3-base"),
+        ModelType("roformer", "RoFormer", Positions.RELATIVE, "roformer-chinese-base", NO_FUSION),
+        ModelType("mobilebert", "MobileBERT", Positions.ABSOLUTE, "mobilebert-uncased", NO_FUSION),
+        ModelType("convbert", "ConvBERT", Positions.ABSOLUTE, "conv-bert-base", NO_FUSION, reads_padding=True),
     )
 }
 
@@ -64,9 +79,6 @@ NOT_YET = {
     "outputs do not carry yet",
     "deberta": "INT8 quantization fails on its graph (ONNX Runtime's shape inference cannot read it)",
     "ernie": "Optimum has no ONNX export for it and ONNX Runtime's fusion does not know it",
-    "roformer": "ONNX Runtime's graph fusion does not know it",
-    "mobilebert": "ONNX Runtime's graph fusion does not know it",
-    "convbert": "ONNX Runtime's graph fusion does not know it, and its convolution reads padding",
     "big_bird": "its block-sparse attention is traced as full attention, so long texts would differ from PyTorch",
     "longformer": "its exported graph only runs at the length it was traced with",
     "xlm": "it has no fast (tokenizers) tokenizer",
@@ -82,3 +94,9 @@ def supported_type(model_type: str) -> ModelType:
     listed = ", ".join(SUPPORTED)
     reason = f": {why}" if why else ""
     raise UnsupportedModelError(f"model type {model_type!r} is not supported yet{reason}. bertx exports {listed}")
+
+
+def reads_padding(model_type: str) -> bool:
+    """Whether texts of this type must be batched only with texts of their own length (see `ModelType`)."""
+    found = SUPPORTED.get(model_type)
+    return found is not None and found.reads_padding

@@ -37,12 +37,13 @@ def token_cost(width: int, attention_ratio: float) -> float:
 
 
 def plan(
-    lengths: np.ndarray, max_texts: int, max_tokens: int | None, attention_ratio: float
+    lengths: np.ndarray, max_texts: int, max_tokens: int | None, attention_ratio: float, equal_lengths: bool = False
 ) -> Iterator[tuple[int, int]]:
     """(start, stop) of each batch over `lengths`, sorted longest first.
 
     A batch takes as many texts as the budget allows at its width, at least one and at most `max_texts`;
-    with `max_tokens` None every batch holds `max_texts` texts.
+    with `max_tokens` None every batch holds `max_texts` texts. With `equal_lengths`, a batch also ends where
+    the length changes, so nothing in it is padded.
     """
     start, total = 0, len(lengths)
     while start < total:
@@ -51,5 +52,7 @@ def plan(
             fits = int(max_tokens // token_cost(int(lengths[start]), attention_ratio))
             count = max(1, min(max_texts, fits))
         stop = min(total, start + count)
+        if equal_lengths:
+            stop = start + int(np.argmax(np.append(lengths[start:stop], -1) != lengths[start]))
         yield start, stop
         start = stop

@@ -107,7 +107,7 @@ def _engine(variant: Variant) -> str:
 
 def _how(variant: Variant) -> str:
     opt = variant.optimization
-    text = f"fusion {opt.get('level', '?')}"
+    text = "unfused" if opt.get("level") == "unfused" else f"fusion {opt.get('level', '?')}"
     if opt.get("fp16"):
         text += ", fp16 weights and compute (fp32 I/O)"
     quant = variant.quantization

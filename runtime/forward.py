@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from tokenizers import Encoding
 
+from .architectures import reads_padding
 from .batching import plan
 from .chunking import split, stitch
 from .errors import NonFiniteError, OptionError, caller_stacklevel
@@ -43,6 +44,7 @@ class Forward:
         architecture = self.manifest.architecture
         # Attention scores per token (heads × width) against the feed-forward's 4 × hidden activations.
         self.attention_ratio = architecture.num_heads / (4 * architecture.hidden_size)
+        self.equal_lengths = reads_padding(architecture.model_type)
 
     def tokenize(self, texts: Sequence[TextInput], recipe: Recipe | None = None) -> list[Encoding]:
         """Encodings of the texts: windows (in `overflowing`) for a chunked recipe, else truncated with one
@@ -89,7 +91,8 @@ class Forward:
         if progress:
             bar = ProgressBar(len(lengths), label=progress) if isinstance(progress, str) else ProgressBar(len(lengths))
         try:
-            for start, stop in plan(lengths[order], batch_size, self.batch_tokens, self.attention_ratio):
+            plans = plan(lengths[order], batch_size, self.batch_tokens, self.attention_ratio, self.equal_lengths)
+            for start, stop in plans:
                 rows = order[start:stop]
                 batch = make(rows)
                 yield rows, batch, self.run(names, batch.feeds(self.manifest.inputs))

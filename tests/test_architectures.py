@@ -23,7 +23,10 @@ CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-éü")
 SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # pad, unk, cls, sep, mask
 ROBERTA_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
-NEW_TYPES = ["xlm-roberta", "camembert", "mpnet", "electra", "albert", "deberta-v2"]
+NEW_TYPES = [
+    *("xlm-roberta", "camembert", "mpnet", "electra", "albert", "deberta-v2"),
+    *("roformer", "mobilebert", "convbert"),  # unfused: ONNX Runtime's optimizer does not know them
+]
 LONG = " ".join(WORDS * 6)  # past every tiny model's 128 positions
 
 
@@ -109,6 +112,28 @@ def make_model(model_type: str, folder: Path) -> Path:
             share_att_key=True,
             **SHAPE,
         )
+    elif model_type == "roformer":
+        tokenizer = _fast_tokenizer("wordpiece", BERT_SPECIALS, True, with_types)
+        builders[model_type] = lambda n: t.RoFormerConfig(
+            vocab_size=n, embedding_size=32, max_position_embeddings=128, pad_token_id=0, **SHAPE
+        )
+    elif model_type == "mobilebert":
+        tokenizer = _fast_tokenizer("wordpiece", BERT_SPECIALS, True, with_types)
+        builders[model_type] = lambda n: t.MobileBertConfig(
+            vocab_size=n,
+            embedding_size=16,
+            intra_bottleneck_size=16,
+            true_hidden_size=16,
+            num_feedforward_networks=2,
+            max_position_embeddings=128,
+            pad_token_id=0,
+            **SHAPE,
+        )
+    elif model_type == "convbert":
+        tokenizer = _fast_tokenizer("wordpiece", BERT_SPECIALS, True, with_types)
+        builders[model_type] = lambda n: t.ConvBertConfig(
+            vocab_size=n, embedding_size=32, max_position_embeddings=128, pad_token_id=0, conv_kernel_size=9, **SHAPE
+        )
     elif model_type == "electra":
         tokenizer = _fast_tokenizer("wordpiece", BERT_SPECIALS, True, with_types)
         builders[model_type] = lambda n: t.ElectraConfig(
@@ -151,6 +176,8 @@ def test_each_supported_type_exports_with_every_hidden_state_and_matches_pytorch
     limit = kind.max_length(config["max_position_embeddings"], config.get("pad_token_id"))
     assert manifest.defaults.max_seq_length == limit == 128
     assert all(v.parity is not None and v.parity.passed for v in manifest.variants.values())
+    fp32 = manifest.variants[bertx.Precision.FP32].optimization
+    assert (fp32["level"] == "unfused") == (kind.unfused is not None), fp32
 
     model = bertx.Model.from_pretrained(artifact)
     texts = [*MIXED_TEXTS, LONG]  # the long text runs at exactly the position limit
@@ -214,6 +241,8 @@ def test_info_lists_the_supported_types() -> None:
     for model_type in SUPPORTED:
         assert model_type in result.stdout
     assert "longformer" in result.stdout and "Not supported yet" in result.stdout
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert "unfused" in rows["convbert"] and "unfused" not in rows["bert"]
 
 
 @pytest.mark.slow

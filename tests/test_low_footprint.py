@@ -26,6 +26,12 @@ def model(tiny_artifact: Path) -> bertx.Model:
     return bertx.Model.from_pretrained(tiny_artifact)
 
 
+def test_a_type_that_reads_padding_gets_batches_of_one_length() -> None:
+    lengths = np.array([9, 9, 7, 7, 7, 7, 7, 3])
+    assert list(plan(lengths, 4, None, 0.0, equal_lengths=True)) == [(0, 2), (2, 6), (6, 7), (7, 8)]
+    assert list(plan(lengths, 4, None, 0.0)) == [(0, 4), (4, 8)]
+
+
 def test_plan_cuts_by_budget_with_the_count_as_upper_bound() -> None:
     lengths = np.array([100, 90, 50, 50, 50, 10, 10, 10, 10, 10, 3])
     batches = list(plan(lengths, max_texts=4, max_tokens=250, attention_ratio=0.0))

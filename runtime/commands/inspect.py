@@ -69,10 +69,12 @@ def _supported_types() -> None:
     from bertx.architectures import NOT_YET, SUPPORTED
 
     table = Table(title="Model types bertx exports (transformers' model_type)")
-    for column in ("model_type", "family", "positions", "for example"):
+    for column in ("model_type", "family", "positions", "graph", "for example"):
         table.add_column(column)
     for kind in SUPPORTED.values():
-        table.add_row(kind.name, kind.family, kind.positions.value, kind.examples)
+        table.add_row(
+            kind.name, kind.family, kind.positions.value, "unfused" if kind.unfused else "fused", kind.examples
+        )
     out.print(table)
     out.print("Not supported yet:")
     for name, why in NOT_YET.items():
