@@ -19,6 +19,8 @@ from bertx.prompts import Prompts
 from .resolve import ResolvedModel
 
 DYNAMIC_AXES = {0: "batch_size", 1: "sequence_length"}
+# Types Optimum has no ONNX config for whose inputs are BERT's (input_ids, attention_mask, token_type_ids).
+BERT_LIKE = ("ernie",)
 HEAD_OUTPUT = "logits"
 # The class-name endings of the fine-tuned checkpoints whose head is exported, and Optimum's task for each.
 HEAD_CLASSES = {
@@ -103,10 +105,15 @@ def export_onnx(source: ResolvedModel, facts: ModelFacts, out_dir: Path, opset: 
     from optimum.exporters.tasks import TasksManager
 
     config = load_config(source.path)
-    constructor = TasksManager.get_exporter_config_constructor(
-        exporter="onnx", model_type=config.model_type, task=facts.task, library_name="transformers"
-    )
-    base_class = type(constructor(config))
+    if config.model_type in BERT_LIKE:
+        from optimum.exporters.onnx.model_configs import BertOnnxConfig
+
+        base_class: type = BertOnnxConfig
+    else:
+        constructor = TasksManager.get_exporter_config_constructor(
+            exporter="onnx", model_type=config.model_type, task=facts.task, library_name="transformers"
+        )
+        base_class = type(constructor(config))
     names = output_names(facts)
     head = facts.head
 

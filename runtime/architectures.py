@@ -70,6 +70,7 @@ SUPPORTED = {
         ModelType("roformer", "RoFormer", Positions.RELATIVE, "roformer-chinese-base", NO_FUSION),
         ModelType("mobilebert", "MobileBERT", Positions.ABSOLUTE, "mobilebert-uncased", NO_FUSION),
         ModelType("convbert", "ConvBERT", Positions.ABSOLUTE, "conv-bert-base", NO_FUSION, reads_padding=True),
+        ModelType("ernie", "ERNIE", Positions.ABSOLUTE, "ernie-3.0-base-zh, ernie-2.0-base-en", NO_FUSION),
     )
 }
 
@@ -78,7 +79,6 @@ NOT_YET = {
     "modernbert": "its output is the last layer's hidden state after a final norm, which bertx's per-layer "
     "outputs do not carry yet",
     "deberta": "INT8 quantization fails on its graph (ONNX Runtime's shape inference cannot read it)",
-    "ernie": "Optimum has no ONNX export for it and ONNX Runtime's fusion does not know it",
     "big_bird": "its block-sparse attention is traced as full attention, so long texts would differ from PyTorch",
     "longformer": "its exported graph only runs at the length it was traced with",
     "xlm": "it has no fast (tokenizers) tokenizer",

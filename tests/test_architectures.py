@@ -25,7 +25,7 @@ BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # pad, unk, cls,
 ROBERTA_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 NEW_TYPES = [
     *("xlm-roberta", "camembert", "mpnet", "electra", "albert", "deberta-v2"),
-    *("roformer", "mobilebert", "convbert"),  # unfused: ONNX Runtime's optimizer does not know them
+    *("roformer", "mobilebert", "convbert", "ernie"),  # unfused: ONNX Runtime's optimizer does not know them
 ]
 LONG = " ".join(WORDS * 6)  # past every tiny model's 128 positions
 
@@ -133,6 +133,11 @@ def make_model(model_type: str, folder: Path) -> Path:
         tokenizer = _fast_tokenizer("wordpiece", BERT_SPECIALS, True, with_types)
         builders[model_type] = lambda n: t.ConvBertConfig(
             vocab_size=n, embedding_size=32, max_position_embeddings=128, pad_token_id=0, conv_kernel_size=9, **SHAPE
+        )
+    elif model_type == "ernie":
+        tokenizer = _fast_tokenizer("wordpiece", BERT_SPECIALS, True, with_types)
+        builders[model_type] = lambda n: t.ErnieConfig(
+            vocab_size=n, max_position_embeddings=128, pad_token_id=0, use_task_id=True, task_type_vocab_size=3, **SHAPE
         )
     elif model_type == "electra":
         tokenizer = _fast_tokenizer("wordpiece", BERT_SPECIALS, True, with_types)
