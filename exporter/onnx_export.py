@@ -21,6 +21,9 @@ from .resolve import ResolvedModel
 DYNAMIC_AXES = {0: "batch_size", 1: "sequence_length"}
 # Types Optimum has no ONNX config for whose inputs are BERT's (input_ids, attention_mask, token_type_ids).
 BERT_LIKE = ("ernie",)
+# Types whose `last_hidden_state` is the last layer's output after a final norm, so the hidden state pooling
+# reads (hidden_states.L) is exported from `last_hidden_state`, not from the last layer's raw output.
+FINAL_NORM = ("modernbert",)
 HEAD_OUTPUT = "logits"
 # The class-name endings of the fine-tuned checkpoints whose head is exported, and Optimum's task for each.
 HEAD_CLASSES = {
@@ -72,7 +75,13 @@ def read_model_facts(source: ResolvedModel, max_length: int | None) -> ModelFact
         if not 2 <= max_length <= limit:
             raise ExportError(f"--max-length must be between 2 and {limit} for this model, got {max_length}")
         defaults = Defaults(defaults.pooling, defaults.normalize, max_length, "--max-length")
-    return ModelFacts(architecture, defaults, limit, _head(config), _sentence_transformers_prompts(source.path))
+    head = _head(config)
+    if head is not None and model_type in FINAL_NORM:
+        raise UnsupportedModelError(
+            f"a {model_type} checkpoint with a task head is not supported yet: its hidden states do not carry the "
+            "final norm its head reads; export the bare encoder"
+        )
+    return ModelFacts(architecture, defaults, limit, head, _sentence_transformers_prompts(source.path))
 
 
 def _head(config: Any) -> Head | None:
@@ -116,6 +125,9 @@ def export_onnx(source: ResolvedModel, facts: ModelFacts, out_dir: Path, opset: 
         base_class = type(constructor(config))
     names = output_names(facts)
     head = facts.head
+    final_norm = config.model_type in FINAL_NORM
+    if final_norm:  # in the order the model returns them; renamed after the export
+        names = ["last_hidden_state", *names]
 
     class HiddenStatesOnnxConfig(base_class):  # type: ignore[misc, valid-type]
         """The model's own OnnxConfig with every hidden state as an output instead of the last only."""
@@ -146,7 +158,34 @@ def export_onnx(source: ResolvedModel, facts: ModelFacts, out_dir: Path, opset: 
     path = out_dir / "model.onnx"
     if not path.is_file():
         raise ExportError(f"Optimum finished without writing {path}")
+    if final_norm:
+        _last_state_after_final_norm(path, names[-1])
     return path
+
+
+def _last_state_after_final_norm(path: Path, last: str) -> None:
+    """Make the graph's `last` output (hidden_states.L) the model's `last_hidden_state`, after its final norm;
+    the last layer's raw output stays inside the graph, where that norm reads it."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    kept = [output for output in graph.output if output.name != last]
+    del graph.output[:]
+    graph.output.extend(kept)
+    renames = {last: f"{last}.before_final_norm", "last_hidden_state": last}
+    for node in graph.node:
+        for names in (node.input, node.output):
+            for i, name in enumerate(names):
+                if name in renames:
+                    names[i] = renames[name]
+    for output in graph.output:
+        if output.name == "last_hidden_state":
+            output.name = last
+    order = sorted(graph.output, key=lambda output: int(output.name.rsplit(".", 1)[1]))
+    del graph.output[:]
+    graph.output.extend(order)
+    onnx.save(model, str(path))
 
 
 def output_names(facts: ModelFacts) -> list[str]:
@@ -264,6 +303,12 @@ def _pooling_mode(config_file: Path) -> Pooling:
         "pooling_mode_max_tokens": Pooling.MAX,
         "pooling_mode_mean_sqrt_len_tokens": Pooling.MEAN_SQRT_LEN,
     }
+    named = config.get("pooling_mode")  # sentence-transformers 5 writes the mode by name
+    if isinstance(named, str):
+        named = [named]
+    if isinstance(named, list):
+        names = {"cls": "cls_token", "mean": "mean_tokens", "max": "max_tokens"}
+        config = {f"pooling_mode_{names.get(str(mode), str(mode))}": True for mode in named}
     enabled = sorted(key for key, on in config.items() if key.startswith("pooling_mode_") and on)
     if len(enabled) != 1 or enabled[0] not in modes:
         # sentence-transformers concatenates several modes, and has weighted-mean and last-token ones:

@@ -67,6 +67,7 @@ SUPPORTED = {
         ModelType("electra", "ELECTRA", Positions.ABSOLUTE, "electra-base-discriminator"),
         ModelType("albert", "ALBERT", Positions.ABSOLUTE, "albert-base-v2"),
         ModelType("deberta-v2", "DeBERTa-v2/v3", Positions.RELATIVE, "deberta-v3-base"),
+        ModelType("modernbert", "ModernBERT", Positions.RELATIVE, "gte-modernbert-base, modernbert-embed-base"),
         ModelType("roformer", "RoFormer", Positions.RELATIVE, "roformer-chinese-base", NO_FUSION),
         ModelType("mobilebert", "MobileBERT", Positions.ABSOLUTE, "mobilebert-uncased", NO_FUSION),
         ModelType("convbert", "ConvBERT", Positions.ABSOLUTE, "conv-bert-base", NO_FUSION, reads_padding=True),
@@ -76,8 +77,6 @@ SUPPORTED = {
 
 # Types tried and refused, with the reason a user should see.
 NOT_YET = {
-    "modernbert": "its output is the last layer's hidden state after a final norm, which bertx's per-layer "
-    "outputs do not carry yet",
     "deberta": "INT8 quantization fails on its graph (ONNX Runtime's shape inference cannot read it)",
     "big_bird": "its block-sparse attention is traced as full attention, so long texts would differ from PyTorch",
     "longformer": "its exported graph only runs at the length it was traced with",

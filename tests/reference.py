@@ -33,8 +33,10 @@ def torch_hidden_states(
     for text in texts:
         inputs = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt")
         with torch.inference_mode():
-            states = model(**inputs).hidden_states
-        out.append([h[0].numpy() for h in states])
+            result = model(**inputs)
+        states = [h[0].numpy() for h in result.hidden_states]
+        states[-1] = result.last_hidden_state[0].numpy()  # after a final norm, where the type has one (ModernBERT)
+        out.append(states)
     return out
 
 

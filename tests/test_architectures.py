@@ -24,7 +24,7 @@ SHAPE = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "i
 BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # pad, unk, cls, sep, mask
 ROBERTA_SPECIALS = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 NEW_TYPES = [
-    *("xlm-roberta", "camembert", "mpnet", "electra", "albert", "deberta-v2"),
+    *("xlm-roberta", "camembert", "mpnet", "electra", "albert", "deberta-v2", "modernbert"),
     *("roformer", "mobilebert", "convbert", "ernie"),  # unfused: ONNX Runtime's optimizer does not know them
 ]
 LONG = " ".join(WORDS * 6)  # past every tiny model's 128 positions
@@ -44,6 +44,14 @@ def _fast_tokenizer(kind: str, specials: tuple[str, ...], pair_types: bool, inpu
         tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
+    elif kind == "bpe":  # byte-level BPE, as ModernBERT's (OLMo's) tokenizer
+        order = [pad, unk, cls, sep, mask]
+        tokenizer = Tokenizer(models.BPE(unk_token=unk))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        trainer = trainers.BpeTrainer(vocab_size=420, special_tokens=order, initial_alphabet=alphabet)
+        tokenizer.train_from_iterator([" ".join(WORDS), " ".join(CHARS)] * 20, trainer)
     else:
         order = [cls, pad, sep, unk, mask] if cls == "<s>" else [pad, unk, cls, sep, mask]
         tokenizer = Tokenizer(models.Unigram())
@@ -110,6 +118,21 @@ def make_model(model_type: str, folder: Path) -> Path:
             position_buckets=16,
             norm_rel_ebd="layer_norm",
             share_att_key=True,
+            **SHAPE,
+        )
+    elif model_type == "modernbert":
+        tokenizer = _fast_tokenizer("bpe", BERT_SPECIALS, False, without)
+        builders[model_type] = lambda n: t.ModernBertConfig(
+            vocab_size=n,
+            max_position_embeddings=128,
+            pad_token_id=0,
+            cls_token_id=2,
+            sep_token_id=3,
+            bos_token_id=2,
+            eos_token_id=3,
+            global_attn_every_n_layers=2,  # layer 0 global, layer 1 local
+            local_attention=16,  # a window much shorter than the texts
+            reference_compile=False,
             **SHAPE,
         )
     elif model_type == "roformer":
@@ -266,3 +289,58 @@ def test_the_int8_search_goes_on_when_one_recipe_cannot_be_built(
     measured = {c["recipe"] for c in quantization["candidates"]}
     for recipe, why in quantization["failed_recipes"].items():
         assert recipe not in measured and recipe in why
+
+
+@pytest.mark.slow
+def test_modernbert_equals_sentence_transformers_and_passes_every_gate(
+    tmp_path: Path, export_tiny: Callable[..., Path]
+) -> None:
+    """A tiny ModernBERT saved as a sentence-transformers folder: bertx's vectors equal sentence-transformers'
+    own pooling on it, at full length too, and INT8 (searched), fp16 and bf16 (where the CPU computes it) pass
+    the same parity gate as every other type."""
+    from sentence_transformers import SentenceTransformer, models
+
+    from bertx.cpu import cpu_info
+
+    source = make_model("modernbert", tmp_path / "model")
+    folder = tmp_path / "st"
+    encoder = models.Transformer(str(source), max_seq_length=128)
+    pooling = models.Pooling(encoder.get_word_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[encoder, pooling, models.Normalize()], device="cpu").save(str(folder))
+    bf16 = cpu_info().bf16
+    artifact = export_tiny(folder, int8=True, fp16=True, bf16=bf16)
+    manifest = bertx.Manifest.load(artifact)
+    assert manifest.defaults.pooling is bertx.Pooling.MEAN and manifest.defaults.normalize
+    expected = {bertx.Precision.FP32, bertx.Precision.INT8, bertx.Precision.FP16}
+    expected |= {bertx.Precision.BF16} if bf16 else set()
+    assert set(manifest.variants) == expected
+    assert all(v.parity is not None and v.parity.passed for v in manifest.variants.values())
+
+    texts = [*MIXED_TEXTS, LONG]
+    want = SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_numpy=True)
+    with pytest.warns(bertx.TruncationWarning):
+        got = bertx.Model.from_pretrained(artifact).encode(texts)
+    assert np.abs(got - want).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("config", "pooling"),
+    [
+        ({"pooling_mode": "cls"}, "cls"),
+        ({"pooling_mode": "max"}, "max"),
+        ({"pooling_mode": "mean_sqrt_len_tokens"}, "mean_sqrt_len"),
+        ({"pooling_mode_mean_tokens": True, "pooling_mode_cls_token": False}, "mean"),
+        ({"pooling_mode": ["mean", "max"]}, None),
+        ({"pooling_mode": "lasttoken"}, None),
+    ],
+)
+def test_both_ways_sentence_transformers_writes_its_pooling(tmp_path: Path, config: dict, pooling: str | None) -> None:
+    from bertx.exporter.onnx_export import _pooling_mode
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"word_embedding_dimension": 32, **config}))
+    if pooling is None:
+        with pytest.raises(UnsupportedModelError, match="supports exactly one of"):
+            _pooling_mode(path)
+    else:
+        assert _pooling_mode(path).value == pooling
