@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import InputFileError, MissingDependencyError
 from .inputs import Record
+from .late_chunking import ChunkEmbeddings
 from .outputs import TokenEmbeddings, WordEmbeddings
 
 VECTOR_FORMATS = (".npy", ".npz", ".jsonl", ".parquet")
@@ -102,6 +103,14 @@ def write_vectors(
 def write_words(path: str, words: Sequence[WordEmbeddings], records: Sequence[Record], dtype: str) -> None:
     """Write word vectors as JSON lines, one object per text (words, spans, vectors)."""
     items = ({"words": list(r.words), "spans": [list(span) for span in r.spans], "vectors": r.vectors} for r in words)
+    _write_per_text(path, items, records, dtype)
+
+
+def write_chunks(path: str, chunks: Sequence[ChunkEmbeddings], records: Sequence[Record], dtype: str) -> None:
+    """Write late chunks as JSON lines, one object per text (chunks, spans, vectors)."""
+    items = (
+        {"chunks": list(r.chunks), "spans": [list(span) for span in r.spans], "vectors": r.vectors} for r in chunks
+    )
     _write_per_text(path, items, records, dtype)
 
 

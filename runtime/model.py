@@ -20,10 +20,11 @@ from .chunking import LongTexts
 from .errors import InputError, OptionError
 from .forward import Forward, TruncationWarning
 from .heads import TaskHeads
+from .late_chunking import ChunkEmbeddings, LateChunking, late_chunks
 from .layers import Combine, LayerSpec
 from .loading import LoadOptions, load_artifact
 from .manifest import Pooling, Precision
-from .options import DEFAULT_CHUNK_OVERLAP, SENTENCE, SPEC, TOKENS, WORDS, EncodeOptions
+from .options import CHUNKS, DEFAULT_CHUNK_OVERLAP, SENTENCE, SPEC, TOKENS, WORDS, EncodeOptions
 from .outputs import TokenEmbeddings, WordEmbeddings, WordMerge, merge_words, token_embeddings
 from .prompts import DOCUMENT_NAMES, QUERY_NAMES
 from .recipe import Recipe, resolve
@@ -34,7 +35,7 @@ from .tokenization import TextInput, check_inputs, is_pair
 __all__ = ["Model", "TruncationWarning"]
 
 
-class Model(TaskHeads):
+class Model(TaskHeads, LateChunking):
     """An exported bertx artifact, ready to embed.
 
     Example:
@@ -138,10 +139,13 @@ class Model(TaskHeads):
 
     def compute(
         self, texts: Sequence[Any], recipe: Recipe, batch_size: int = 32, progress: bool = False
-    ) -> np.ndarray | list[TokenEmbeddings] | list[WordEmbeddings]:
-        """Run a recipe: an (n, width) float32 array for sentence vectors, else token or word vectors per text."""
+    ) -> np.ndarray | list[TokenEmbeddings] | list[WordEmbeddings] | list[ChunkEmbeddings]:
+        """Run a recipe: an (n, width) float32 array for sentence vectors, else token, word or chunk vectors per
+        text (for chunks, an item may be a (text, spans) pair)."""
         if recipe.kind == SENTENCE:
             return sentence_vectors(self.forward, texts, recipe, batch_size, progress)
+        if recipe.kind == CHUNKS:
+            return late_chunks(self.forward, texts, recipe, batch_size)
         if recipe.kind == TOKENS:
             per_text = self.forward.token_vectors(self.forward.tokenize(texts, recipe), batch_size, recipe)
             return [token_embeddings(text, info, vectors) for text, (info, vectors) in zip(texts, per_text)]

@@ -26,8 +26,9 @@ E = TypeVar("E", bound=Enum)
 
 DEFAULT_CHUNK_OVERLAP = 32
 
-# What each output kind reads: sentence vectors, token vectors, word vectors.
-SENTENCE, TOKENS, WORDS = "sentence", "tokens", "words"
+# What each output kind reads: sentence vectors, token vectors, word vectors, and the vectors of a text's chunks
+# pooled from its tokens embedded in the whole text's context (late chunking).
+SENTENCE, TOKENS, WORDS, CHUNKS = "sentence", "tokens", "words", "chunks"
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,12 @@ def _values(kind: type[Enum]) -> tuple[str, ...]:
     return tuple(str(member.value) for member in kind)
 
 
-_LAYERED = (SENTENCE, TOKENS, WORDS)
+_LAYERED = (SENTENCE, TOKENS, WORDS, CHUNKS)
 SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "pooling",
-        "How token vectors become one sentence vector [the artifact's default].",
-        (SENTENCE,),
+        "How token vectors become one sentence vector [the artifact's default; a chunk's: mean].",
+        (SENTENCE, CHUNKS),
         str | None,
         choices=_values(Pooling),
     ),
@@ -86,7 +87,7 @@ SPECS: tuple[OptionSpec, ...] = (
     OptionSpec(
         "normalize_embeddings",
         "L2-normalize each sentence vector [the artifact's default].",
-        (SENTENCE,),
+        (SENTENCE, CHUNKS),
         bool | None,
         aliases=("normalize",),
     ),
@@ -94,7 +95,7 @@ SPECS: tuple[OptionSpec, ...] = (
         "long_texts",
         "Texts over max_seq_length: truncate (keep the start), truncate_left (keep the end), or chunk into "
         "overlapping windows combined into one result.",
-        _LAYERED,
+        (SENTENCE, TOKENS, WORDS),
         str,
         choices=_values(LongTexts),
     ),
@@ -116,6 +117,12 @@ SPECS: tuple[OptionSpec, ...] = (
         "prompt", 'Put this text before each text instead ("" turns a default prompt off).', (SENTENCE,), str | None
     ),
     OptionSpec("merge", "How a word's sub-word pieces become one vector.", (WORDS,), str, choices=_values(WordMerge)),
+    OptionSpec(
+        "chunk_size",
+        "Late chunking: tokens per chunk, pooled from the whole text's token vectors [one chunk per sentence].",
+        (CHUNKS,),
+        int | None,
+    ),
 )
 SPEC: dict[str, OptionSpec] = {spec.name: spec for spec in SPECS}
 ALIASES: dict[str, str] = {alias: spec.name for spec in SPECS for alias in spec.aliases}
@@ -154,6 +161,7 @@ class EncodeOptions:
     prompt_name: str | None = None
     prompt: str | None = None
     merge: WordMerge = WordMerge.MEAN
+    chunk_size: int | None = None
 
     def __post_init__(self) -> None:
         canonical: dict[str, Any] = {
@@ -172,6 +180,7 @@ class EncodeOptions:
             "prompt_name": _text(self.prompt_name, "prompt_name"),
             "prompt": _text(self.prompt, "prompt"),
             "merge": choice(WordMerge, self.merge, "merge"),
+            "chunk_size": None if self.chunk_size is None else _integer(self.chunk_size, "chunk_size", 1),
         }
         if canonical["prompt"] is not None and canonical["prompt_name"] is not None:
             raise OptionError("give prompt_name or prompt, not both")

@@ -14,11 +14,12 @@ from .compact import check_truncate_dim
 from .errors import OptionError
 from .layers import Combine, check_combination, select_layers
 from .manifest import Manifest, Pooling
-from .options import SENTENCE, TOKENS, WORDS, EncodeOptions
+from .options import CHUNKS, SENTENCE, TOKENS, WORDS, EncodeOptions
 from .outputs import WordMerge
 from .tokenization import TextEncoder
 
-KINDS = (SENTENCE, TOKENS, WORDS)
+KINDS = (SENTENCE, TOKENS, WORDS, CHUNKS)
+LATE_POOLINGS = (Pooling.MEAN, Pooling.MAX)  # how a chunk's tokens become its vector
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,10 @@ class Recipe:
     """What one call computes. Hashable; fields that mean nothing for its kind hold neutral values.
 
     Attributes:
-        kind: sentence, tokens or words.
+        kind: sentence, tokens, words or chunks (late chunking: always windowed, whatever the text's length).
         layers: Hidden-state indices (0 = embeddings … L), in the order they are combined.
         chunked: Long texts are windowed (window, overlap) rather than truncated.
+        chunk_size: Tokens per chunk of late chunking (None: a chunk per sentence).
         keep_end: Long texts are cut at their start (truncate_left) rather than at their end.
         prefix: The prompt text put before each single text ("" for none).
         hidden_prompt: Leading tokens pooling leaves out (the prompt's, for models pooled without it).
@@ -51,6 +53,7 @@ class Recipe:
     hidden_prompt: int = 0
     merge: WordMerge | None = None
     keep_end: bool = False
+    chunk_size: int | None = None
 
 
 def resolve(options: EncodeOptions, kind: str, manifest: Manifest, tokenizer: TextEncoder) -> Recipe:
@@ -76,7 +79,7 @@ def resolve(options: EncodeOptions, kind: str, manifest: Manifest, tokenizer: Te
     check_combination(how, weights, len(layers))
     if len(layers) == 1 and how is not Combine.WEIGHTED:
         how = Combine.MEAN  # one layer: every combination but a weighted one leaves it as it is
-    chunked = options.long_texts.value == "chunk"
+    chunked = options.long_texts.value == "chunk" or kind == CHUNKS
     window, overlap = tokenizer.windows(options.chunk_overlap, options.chunk_window) if chunked else (0, 0)
     width = manifest.architecture.hidden_size * (len(layers) if how is Combine.CONCAT else 1)
     common = {
@@ -94,6 +97,17 @@ def resolve(options: EncodeOptions, kind: str, manifest: Manifest, tokenizer: Te
         return Recipe(**common)  # type: ignore[arg-type]
     if kind == WORDS:
         return Recipe(**common, merge=options.merge)  # type: ignore[arg-type]
+    if kind == CHUNKS:
+        pooling = Pooling.MEAN if options.pooling is None else options.pooling
+        if pooling not in LATE_POOLINGS:
+            raise OptionError(f"a chunk's vector pools its tokens by mean or max, not {pooling.value!r}")
+        normalize = options.normalize_embeddings
+        return Recipe(
+            **common,  # type: ignore[arg-type]
+            pooling=pooling,
+            normalize=manifest.defaults.normalize if normalize is None else normalize,
+            chunk_size=options.chunk_size,
+        )
     check_truncate_dim(options.truncate_dim, width)
     prefix = manifest.prompts.resolve(options.prompt_name, options.prompt)
     if prefix and common["keep_end"]:

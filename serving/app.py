@@ -23,14 +23,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertx import __version__
+from bertx.errors import BertxError
+from bertx.late_chunking import check_chunks
 from bertx.manifest import HeadKind
 from bertx.model import Model, TruncationWarning
-from bertx.options import TOKENS, WORDS
+from bertx.options import CHUNKS, TOKENS, WORDS
 
 from .guard import TEI_ROUTES, Guard, describe, error_response, json_response
 from .models import Models
 from .openai_api import add_openai_routes
-from .schemas import TokensRequest, WordsRequest, options_of
+from .schemas import ChunksRequest, TokensRequest, WordsRequest, options_of
 from .service import ApiError, Service
 from .settings import ServerSettings
 from .tei import add_tei_routes
@@ -119,6 +121,27 @@ def create_app(models: Model | Mapping[str, Model], settings: ServerSettings | N
         results, tokens = await service.run(recipe, texts)
         out = [
             {"words": list(r.words), "spans": [list(span) for span in r.spans], "vectors": r.vectors.tolist()}
+            for r in results
+        ]
+        return json_response({"model": service.name, "results": out, "usage": {"prompt_tokens": tokens}})
+
+    @app.post("/embed/chunks", summary="Late chunking: chunk vectors pooled from the whole text's token vectors")
+    async def embed_chunks(body: ChunksRequest) -> Response:
+        service = served.pick(body.model)  # type: ignore[attr-defined]
+        texts = service.texts(body.inputs)  # type: ignore[attr-defined]
+        recipe = service.recipe(lambda: options_of(body, CHUNKS), CHUNKS)
+        spans = body.spans  # type: ignore[attr-defined]
+        items: list[Any] = texts
+        if spans is not None:
+            if len(spans) != len(texts):
+                raise ApiError(400, f"spans has {len(spans)} lists for {len(texts)} inputs: give one per input")
+            try:
+                items = await asyncio.to_thread(check_chunks, service.model.tokenizer, texts, spans, recipe)
+            except BertxError as exc:
+                raise ApiError(400, str(exc)) from None
+        results, tokens = await service.run(recipe, items)
+        out = [
+            {"chunks": list(r.chunks), "spans": [list(span) for span in r.spans], "vectors": r.vectors.tolist()}
             for r in results
         ]
         return json_response({"model": service.name, "results": out, "usage": {"prompt_tokens": tokens}})

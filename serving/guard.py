@@ -26,7 +26,17 @@ OPEN_ROUTES = ("/health", "/ready")  # answered without the API key, for load ba
 # text-embeddings-inference's routes answer errors in TEI's body; the others in OpenAI's.
 TEI_ROUTES = ("/", "/embed", "/embed_all", "/rerank", "/predict", "/tokenize", "/decode")
 OPENAI_ROUTES = ("/v1/embeddings", "/v1/models", "/v1/rerank")
-ROUTES = (*TEI_ROUTES, *OPENAI_ROUTES, "/embed/tokens", "/embed/words", "/health", "/ready", "/info", "/metrics")
+ROUTES = (
+    *TEI_ROUTES,
+    *OPENAI_ROUTES,
+    "/embed/tokens",
+    "/embed/words",
+    "/embed/chunks",
+    "/health",
+    "/ready",
+    "/info",
+    "/metrics",
+)
 ALLOWED = "GET, HEAD, POST, OPTIONS"
 
 

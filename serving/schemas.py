@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, create_model
 
-from bertx.options import DEFAULTS, SENTENCE, SPECS, TOKENS, WORDS, EncodeOptions
+from bertx.options import CHUNKS, DEFAULTS, SENTENCE, SPECS, TOKENS, WORDS, EncodeOptions
 
 Texts = Annotated[str | list[str], Field(description="One text or a list of texts.")]
 Encoding = Literal["float", "base64"]
@@ -93,6 +93,7 @@ if TYPE_CHECKING:
     EmbedAllRequest = Strict
     TokensRequest = Strict
     WordsRequest = Strict
+    ChunksRequest = Strict
 else:
     EmbedRequest = _request(
         "EmbedRequest",
@@ -120,4 +121,14 @@ else:
         WORDS,
         "Word vectors: sub-word pieces merged back into words (see `Model.encode_words`).",
         _WORD_INPUTS,
+    )
+    ChunksRequest = _request(
+        "ChunksRequest",
+        CHUNKS,
+        "Late chunking: each text embedded in its whole context, its chunks pooled (see `Model.encode_chunks`).",
+        (Texts, ...),
+        spans=(
+            list[list[tuple[int, int]]] | None,
+            Field(default=None, description="Per text, the chunks as [start, end] character spans [its sentences]."),
+        ),
     )

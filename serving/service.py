@@ -116,7 +116,8 @@ class Service:
         if recipe is not None and recipe.kind == WORDS and texts and isinstance(texts[0], list):
             encodings = tokenizer.encode_words(texts)
         elif recipe is not None and recipe.chunked:
-            encodings = tokenizer.encode_windows(texts, 0)
+            plain = [text if isinstance(text, str) else text[0] for text in texts]  # late chunks: (text, spans)
+            encodings = tokenizer.encode_windows(plain, 0)
             return [len(e.ids) + sum(len(o.ids) for o in e.overflowing) for e in encodings]
         else:
             prefix = recipe.prefix if recipe is not None and recipe.kind == SENTENCE else ""
@@ -158,7 +159,9 @@ class Service:
         """A 413 when the texts (prompt expansion included) hold more characters than this server takes: the
         bound is on what a request produces, not on its body, which a prompt can multiply."""
         limit = self.settings.max_request_chars
-        size = sum(len(t) if isinstance(t, str) else sum(len(part) for part in t) for t in texts)
+        size = sum(
+            len(t) if isinstance(t, str) else len(t[0]) if isinstance(t, tuple) else sum(map(len, t)) for t in texts
+        )
         size += len(prefix) * len(texts)
         if size > limit:
             raise ApiError(413, f"the request's texts hold {size:,} characters; this server takes at most {limit:,}")

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import bertx
 from bertx.cli import app
 from bertx.errors import BertxError
-from bertx.options import DEFAULTS, SENTENCE, SPECS, TOKENS, WORDS, EncodeOptions
+from bertx.options import CHUNKS, DEFAULTS, SENTENCE, SPECS, TOKENS, WORDS, EncodeOptions
 
 from servers import Server, start
 
@@ -42,13 +42,15 @@ BAD: dict[str, tuple[Any, dict[str, Any]] | None] = {
     "prompt_name": ("no-such-prompt", {}),
     "prompt": ("x", {"prompt_name": "query"}),
     "merge": ("bogus", {}),
+    "chunk_size": (0, {}),
 }
 PYTHON: dict[str, Callable[..., Any]] = {
     SENTENCE: bertx.Model.encode,
     TOKENS: bertx.Model.encode_tokens,
     WORDS: bertx.Model.encode_words,
+    CHUNKS: bertx.Model.encode_chunks,
 }
-ROUTES = {SENTENCE: "/embed", TOKENS: "/embed/tokens", WORDS: "/embed/words"}
+ROUTES = {SENTENCE: "/embed", TOKENS: "/embed/tokens", WORDS: "/embed/words", CHUNKS: "/embed/chunks"}
 
 
 def plain(value: Any) -> Any:
@@ -98,9 +100,9 @@ def test_every_option_is_defined_once_with_help_and_a_default() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_front_end_takes_the_option_by_its_name_with_the_same_default(name: str) -> None:
-    from bertx.serving.schemas import EmbedRequest, TokensRequest, WordsRequest
+    from bertx.serving.schemas import ChunksRequest, EmbedRequest, TokensRequest, WordsRequest
 
-    requests = {SENTENCE: EmbedRequest, TOKENS: TokensRequest, WORDS: WordsRequest}
+    requests = {SENTENCE: EmbedRequest, TOKENS: TokensRequest, WORDS: WordsRequest, CHUNKS: ChunksRequest}
     spec = next(s for s in SPECS if s.name == name)
     default = plain(DEFAULTS[name])
     for kind in spec.kinds:
@@ -132,12 +134,17 @@ def test_a_bad_value_gets_the_same_message_everywhere(
     given = {**also, name: value}
     messages: dict[str, str] = {}
 
-    method = {SENTENCE: model.encode, TOKENS: model.encode_tokens, WORDS: model.encode_words}[kind]
+    method = {
+        SENTENCE: model.encode,
+        TOKENS: model.encode_tokens,
+        WORDS: model.encode_words,
+        CHUNKS: model.encode_chunks,
+    }[kind]
     with pytest.raises(BertxError) as python:
         method(["a text"], **given)
     messages["python"] = same(str(python.value))
 
-    args = ["embed", str(tiny_artifact), "a text"] + (["--words"] if kind == WORDS else [])
+    args = ["embed", str(tiny_artifact), "a text", *{WORDS: ["--words"], CHUNKS: ["--chunks"]}.get(kind, [])]
     for key, item in given.items():
         args += cli_args(key, item)
     result = CliRunner().invoke(app, args)

@@ -15,7 +15,7 @@ from bertx.batching import DEFAULT_BATCH_TOKENS
 from bertx.compact import VectorPrecision
 from bertx.errors import BertxError, InputFileError, MissingDependencyError, OptionError
 from bertx.loading import LoadOptions
-from bertx.options import DEFAULTS, SENTENCE, SENTENCE_OPTIONS, TOKENS, WORDS, EncodeOptions
+from bertx.options import CHUNKS, DEFAULTS, SENTENCE, SENTENCE_OPTIONS, TOKENS, WORDS, EncodeOptions
 from bertx.session import Device
 
 from .common import VARIANT_HELP, DType, VariantChoice, app, err, option_help, out, parse_weights, user_errors
@@ -81,6 +81,13 @@ def embed(
         bool, typer.Option("--words", help="Write word vectors instead (see --merge), as .jsonl.")
     ] = False,
     merge: Annotated[str, typer.Option(help=option_help("merge", "With --words."))] = DEFAULTS["merge"].value,
+    chunks: Annotated[
+        bool,
+        typer.Option(
+            "--chunks", help="Late chunking: write each text's chunk vectors instead (see --chunk-size), .jsonl."
+        ),
+    ] = False,
+    chunk_size: Annotated[int | None, typer.Option(help=option_help("chunk_size", "With --chunks."))] = None,
     hidden_states: Annotated[
         bool, typer.Option("--hidden-states", help="Write every hidden state per text (.npz), for analysis.")
     ] = False,
@@ -133,11 +140,20 @@ def embed(
 ) -> None:
     """Embed texts given as arguments or read from a file, one vector per text (or per word); with --engine ray,
     a corpus of Parquet or JSONL files on a Ray cluster."""
-    from bertx.embedding_files import check_output, write_hidden_states, write_tokens, write_vectors, write_words
+    from bertx.embedding_files import (
+        check_output,
+        write_chunks,
+        write_hidden_states,
+        write_tokens,
+        write_vectors,
+        write_words,
+    )
     from bertx.inputs import Record, read_records
     from bertx.model import Model
 
-    kind = WORDS if words else TOKENS if pooling == "none" else SENTENCE
+    if words and chunks:
+        raise OptionError("--words and --chunks write different things: give one of them")
+    kind = CHUNKS if chunks else WORDS if words else TOKENS if pooling == "none" else SENTENCE
     given: dict[str, Any] = {
         "pooling": None if pooling == "none" else pooling,
         "layers": layers,
@@ -152,6 +168,7 @@ def embed(
         "prompt_name": prompt_name,
         "prompt": prompt,
         "merge": merge,
+        "chunk_size": chunk_size,
     }
     options = EncodeOptions.from_mapping(given, kind)
     compact = precision is not VectorPrecision.FLOAT32
@@ -204,6 +221,9 @@ def embed(
     show = input is not None and len(strings) > batch_size
     if kind == WORDS and output is not None:
         write_words(output, model.compute(strings, recipe, batch_size), records, dtype.value)  # type: ignore[arg-type]
+        return
+    if kind == CHUNKS and output is not None:
+        write_chunks(output, model.compute(strings, recipe, batch_size), records, dtype.value)  # type: ignore[arg-type]
         return
     if kind == TOKENS and output is not None:
         write_tokens(output, model.compute(strings, recipe, batch_size), records, dtype.value)  # type: ignore[arg-type]
