@@ -148,3 +148,18 @@ def test_http_and_cli_give_the_python_chunks(tiny_artifact: Path, tmp_path: Path
     for line, expected in zip(lines, want):
         assert line["chunks"] == list(expected.chunks)
         np.testing.assert_allclose(line["vectors"], expected.vectors, atol=1e-6)
+
+
+def test_the_retrieval_bench_measures_both_ways(tiny_artifact: Path, tmp_path: Path) -> None:
+    from bertx.bench.late_chunking import main, pages, read_tsv
+
+    answers = read_tsv("faq.tsv")
+    texts, spans, rows = pages(answers)
+    assert sorted(rows) == list(range(len(answers)))
+    flat = [(page, span) for page, page_spans in zip(texts, spans) for span in page_spans]
+    assert [page[a:b] for page, (a, b) in (flat[r] for r in rows)] == [text for _, text in answers]
+    main([str(tiny_artifact), "--out", str(tmp_path)])
+    data = json.loads((tmp_path / f"late-chunking-{tiny_artifact.name}.json").read_text())
+    assert len(data["results"]) == 3 and data["queries"] == 35
+    for row in data["results"].values():
+        assert 0 <= row["recall@1"] <= row["recall@5"] <= 1 and row["seconds"] > 0
