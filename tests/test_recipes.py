@@ -295,5 +295,5 @@ def test_long_texts_in_windows(model: bertx.Model, minilm_source: Path) -> None:
     assert len(words.words) == len({w for w in full.word_ids() if w is not None})
     with pytest.raises(OptionError, match="chunk_overlap"):
         model.encode([long_text], long_texts="chunk", chunk_overlap=500)
-    with pytest.raises(OptionError, match="expected one of truncate, chunk"):
+    with pytest.raises(OptionError, match="expected one of truncate, truncate_left, chunk"):
         model.encode([long_text], long_texts="split")
