@@ -26,7 +26,7 @@ from bertx.embedding_files import atomic_write
 from bertx.errors import BertxError, InputFileError, OptionError, ProviderError
 from bertx.loading import LoadOptions
 from bertx.manifest import Manifest
-from bertx.options import SENTENCE, EncodeOptions
+from bertx.options import CHUNKS, SENTENCE, EncodeOptions
 
 from . import shards
 from .shards import Shard
@@ -53,6 +53,8 @@ class CorpusJob:
         shard_rows: Rows per shard: the unit of parallelism, of progress and of resuming.
         batch_size / batch_tokens: Batching inside each actor, as in `Model.encode`.
         verify: Check the model files' sha256 when each actor loads them.
+        kind: sentence (a vector per row) or chunks (late chunking: a part-file row per chunk of each text,
+            with its id, `chunk` index, `start` and `end` character span and `text`).
     """
 
     artifact: str
@@ -67,6 +69,7 @@ class CorpusJob:
     batch_size: int = 32
     batch_tokens: int | None = DEFAULT_BATCH_TOKENS
     verify: bool = True
+    kind: str = SENTENCE
 
     def load_options(self, threads: int) -> LoadOptions:
         return LoadOptions(self.variant, self.device, threads, batch_tokens=self.batch_tokens, verify=self.verify)
@@ -96,11 +99,13 @@ class JobResult:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-def encode_options(options: dict[str, Any]) -> EncodeOptions:
-    """A job's JSON options as one checked value (sentence options only)."""
+def encode_options(options: dict[str, Any], kind: str = SENTENCE) -> EncodeOptions:
+    """A job's JSON options as one checked value (sentence options, or late chunking's)."""
+    if kind not in (SENTENCE, CHUNKS):
+        raise OptionError(f"a corpus job writes sentence vectors or chunks, not {kind!r}")
     if options.get("pooling") == "none":
         raise OptionError("a corpus job writes sentence vectors: pooling='none' (token vectors) is not one")
-    return EncodeOptions.from_mapping(options, SENTENCE)
+    return EncodeOptions.from_mapping(options, kind)
 
 
 class ShardEmbedder:
@@ -110,7 +115,7 @@ class ShardEmbedder:
         self.job = CorpusJob(**job)
         self.model = bertx.Model.load(self.job.artifact, self.job.load_options(threads))
         self.meta = {"bertx": bertx.__version__, **self.job.settings()}
-        self.recipe = self.model.recipe(encode_options(self.job.options))
+        self.recipe = self.model.recipe(encode_options(self.job.options, self.job.kind), self.job.kind)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         done: dict[str, list[Any]] = {"index": [], "rows": [], "seconds": [], "error": [], "error_type": []}
@@ -122,9 +127,13 @@ class ShardEmbedder:
             try:
                 if not target.exists():  # a retried task whose shard another attempt finished
                     ids, texts = shards.read(shard, self.job.text_column, self.job.id_column)
-                    vectors = self.model.compute(texts, self.recipe, batch_size=self.job.batch_size)
+                    computed = self.model.compute(texts, self.recipe, batch_size=self.job.batch_size)
                     meta = {**self.meta, "shard": asdict(shard)}
-                    shards.write(target, ids, np.asarray(vectors).astype(self.job.dtype, copy=False), meta)
+                    if self.job.kind == CHUNKS:
+                        columns, vectors = shards.chunk_rows(ids, computed, self.model.hidden_size)  # type: ignore[arg-type]
+                    else:
+                        columns, vectors = {"id": ids}, np.asarray(computed)
+                    shards.write(target, columns, vectors.astype(self.job.dtype, copy=False), meta)
             except BertxError as exc:
                 # The data's fault (a row without text, an unreadable file): retrying will not help, and the
                 # driver says it in bertx's words rather than as a Ray traceback.
@@ -239,10 +248,10 @@ def _start(ray: Any, address: str | None) -> None:
 
 def _check(job: CorpusJob, cpus_per_worker: int, workers: int | None) -> None:
     """Refuse a bad job here, in one line, rather than in every actor."""
-    options = encode_options(job.options)
+    options = encode_options(job.options, job.kind)
     Manifest.load(Path(job.artifact))
     if job.device in (None, "cpu"):  # the other devices may exist on the workers only
-        bertx.Model.load(job.artifact, job.load_options(1)).recipe(options)
+        bertx.Model.load(job.artifact, job.load_options(1)).recipe(options, job.kind)
     if job.dtype not in ("float32", "float16"):
         raise OptionError(f"dtype must be float32 or float16, got {job.dtype!r}")
     if job.shard_rows < 1 or cpus_per_worker < 1 or (workers is not None and workers < 1):

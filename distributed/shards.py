@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from bertx.embedding_files import write_parquet
 from bertx.errors import InputFileError
+from bertx.late_chunking import ChunkEmbeddings
 
 FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 PART = "part-{:05d}.parquet"
@@ -213,6 +214,21 @@ def _jsonl_rows(path: Path, start: int, stop: int, first_line: int) -> list[tupl
     return items
 
 
-def write(path: Path, ids: pa.Array, vectors: np.ndarray, meta: dict[str, Any]) -> None:
-    """Write one shard's ids and vectors, with the job's settings in the file metadata, atomically."""
-    write_parquet(path, {"id": ids}, vectors, meta)
+def write(path: Path, columns: dict[str, Any], vectors: np.ndarray, meta: dict[str, Any]) -> None:
+    """Write one shard's columns (its ids, …) and vectors, with the job's settings in the file metadata,
+    atomically."""
+    write_parquet(path, columns, vectors, meta)
+
+
+def chunk_rows(ids: pa.Array, chunks: Sequence[ChunkEmbeddings], width: int) -> tuple[dict[str, Any], np.ndarray]:
+    """A row per chunk: its text's id, its index in the text, its character span and text; and the vectors."""
+    owner = [row for row, chunked in enumerate(chunks) for _ in chunked.chunks]
+    columns = {
+        "id": ids.take(pa.array(owner, type=pa.int64())),
+        "chunk": pa.array([i for chunked in chunks for i in range(len(chunked.chunks))], type=pa.int32()),
+        "start": pa.array([a for chunked in chunks for a, _ in chunked.spans], type=pa.int64()),
+        "end": pa.array([b for chunked in chunks for _, b in chunked.spans], type=pa.int64()),
+        "text": pa.array([text for chunked in chunks for text in chunked.chunks], type=pa.string()),
+    }
+    vectors = [chunked.vectors for chunked in chunks if len(chunked.vectors)]
+    return columns, (np.concatenate(vectors) if vectors else np.zeros((0, width), dtype=np.float32))

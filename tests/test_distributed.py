@@ -278,3 +278,29 @@ def test_without_an_id_column_rows_are_numbered_as_single_process_embed_numbers_
     assert ids_of([folder / "a.jsonl"]) == alone
     both = ids_of(shards.input_files(str(folder)))
     assert both == [f"a.jsonl:{n}" for n in alone] + [f"b.parquet:{n}" for n in range(1, 10)]
+
+
+@pytest.mark.slow
+def test_late_chunks_of_a_corpus_on_two_nodes_equal_encode_chunks(
+    cluster: str, tiny_artifact: Path, tmp_path: Path
+) -> None:
+    import bertx
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    docs = [" ".join(f"Sentence {j} of document {i} is about the river bank." for j in range(i % 7)) for i in range(40)]
+    (folder / "docs.jsonl").write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": text}) + "\n" for i, text in enumerate(docs)), encoding="utf-8"
+    )
+    out = tmp_path / "out"
+    result = run(ray_embed(tiny_artifact, folder, out, cluster, "--shard-rows", "15", "--chunks"))
+    assert result.returncode == 0, result.stderr
+    rows = [pq.read_table(part).to_pylist() for part in sorted(out.glob("part-*.parquet"))]
+    got = {(r["id"], r["chunk"]): r for part in rows for r in part}
+    want = bertx.Model.from_pretrained(tiny_artifact).encode_chunks(docs)
+    expected = {(f"d{i}", c): (doc, c) for i, doc in enumerate(want) for c in range(len(doc.chunks))}
+    assert set(got) == set(expected)
+    for key, (doc, c) in expected.items():
+        row = got[key]
+        assert row["text"] == doc.chunks[c] and (row["start"], row["end"]) == doc.spans[c]
+        np.testing.assert_allclose(row["embedding"], doc.vectors[c], atol=1e-6)

@@ -15,7 +15,7 @@ from bertx.batching import DEFAULT_BATCH_TOKENS
 from bertx.compact import VectorPrecision
 from bertx.errors import BertxError, InputFileError, MissingDependencyError, OptionError
 from bertx.loading import LoadOptions
-from bertx.options import CHUNKS, DEFAULTS, SENTENCE, SENTENCE_OPTIONS, TOKENS, WORDS, EncodeOptions
+from bertx.options import CHUNKS, DEFAULTS, SENTENCE, SENTENCE_OPTIONS, SPEC, TOKENS, WORDS, EncodeOptions
 from bertx.session import Device
 
 from .common import VARIANT_HELP, DType, VariantChoice, app, err, option_help, out, parse_weights, user_errors
@@ -173,12 +173,11 @@ def embed(
     options = EncodeOptions.from_mapping(given, kind)
     compact = precision is not VectorPrecision.FLOAT32
     load = LoadOptions(variant.value, device, threads, allow_fallback, batch_tokens=batch_tokens, verify=verify)
-    sentence = {name: value for name, value in options.changed().items() if name in SENTENCE_OPTIONS}
     if engine is EmbedEngine.RAY:
-        if kind != SENTENCE or hidden_states or compact or texts:
+        if kind not in (SENTENCE, CHUNKS) or hidden_states or compact or texts:
             raise OptionError(
-                "--engine ray writes sentence vectors of the --input files: no texts as arguments, --words, "
-                "--pooling none, --hidden-states or --precision"
+                "--engine ray writes sentence vectors (or --chunks) of the --input files: no texts as arguments, "
+                "--words, --pooling none, --hidden-states or --precision"
             )
         if input is None or output is None:
             raise OptionError("--engine ray needs --input (a folder, glob or file) and --output FOLDER")
@@ -194,8 +193,10 @@ def embed(
             "batch_size": batch_size,
             "batch_tokens": load.batch_tokens,
             "verify": verify,
+            "kind": kind,
         }
-        _embed_on_ray(ray_job, sentence, input, address, workers, cpus_per_worker, gpus_per_worker)
+        changed = {name: value for name, value in options.changed().items() if kind in SPEC[name].kinds}
+        _embed_on_ray(ray_job, changed, input, address, workers, cpus_per_worker, gpus_per_worker)
         return
     if (compact or options != EncodeOptions()) and hidden_states:
         raise OptionError("--hidden-states writes every hidden state as it is: no encode options, no --precision")
