@@ -133,9 +133,26 @@ def _workers() -> list[int]:
     return processes_with(b"ShardEmbedder", b"MapWorker")
 
 
+def _sigint_ignored() -> bool:
+    """Whether this process ignores SIGINT at the OS level (children inherit that, and Python then never
+    installs its KeyboardInterrupt handler in them)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return False
+    mask = next(line for line in status.read_text().splitlines() if line.startswith("SigIgn:"))
+    return bool(int(mask.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+
+
+def _as_from_a_terminal() -> None:
+    """In the job's process before it starts: SIGINT as a shell gives it to a foreground command."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait_for_parts(args: list[str], out: Path, parts: int) -> subprocess.Popen[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    job = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    job = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_as_from_a_terminal
+    )
     deadline = time.monotonic() + 180
     while len(list(out.glob("part-*.parquet"))) < parts:
         assert job.poll() is None, job.communicate()[1]
@@ -184,7 +201,8 @@ def test_an_interrupted_job_resumes_with_only_the_missing_shards(
     job = _start_and_wait_for_parts(args, out, 1)
     job.send_signal(signal.SIGINT)
     _, stderr = job.communicate(timeout=120)
-    assert job.returncode != 0, f"the job ran to its end before the interrupt: {stderr[-2000:]}"
+    ignored = _sigint_ignored()
+    assert job.returncode != 0, f"the job ran to its end (SIGINT ignored here: {ignored}): {stderr[-2000:]}"
     total = len(json.loads((out / "_bertx_job.json").read_text())["shards"])
     done_before = len(list(out.glob("part-*.parquet")))
     assert 1 <= done_before < total and not (out / "_bertx_done.json").exists()
