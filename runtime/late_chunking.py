@@ -128,21 +128,21 @@ def check_chunks(tokenizer: TextEncoder, texts: Sequence[str], spans: Sequence[A
     Raises:
         InputError: naming the text and the first bad span.
     """
-    items: list[Any] = []
-    for index, (text, given) in enumerate(zip(texts, spans)):
-        checked = check_spans(text, given, index)
-        windows = tokenizer.encode_windows([text], recipe.overlap, recipe.window)[0]
-        starts = [
-            start
-            for window in (windows, *windows.overflowing)
-            for (start, _), special in zip(window.offsets, window.special_tokens_mask)
-            if not special
-        ]
-        for a, b in checked:
-            if not any(a <= start < b for start in starts):
+    checked = [check_spans(text, given, index) for index, (text, given) in enumerate(zip(texts, spans))]
+    for index, encoding in enumerate(tokenizer.encode_windows(list(texts), recipe.overlap, recipe.window)):
+        starts = np.unique(
+            [
+                start
+                for window in (encoding, *encoding.overflowing)
+                for (start, _), special in zip(window.offsets, window.special_tokens_mask)
+                if not special
+            ]
+        )
+        for a, b in checked[index]:
+            first = int(np.searchsorted(starts, a))
+            if first == len(starts) or starts[first] >= b:
                 raise InputError(f"text {index}: the chunk at characters {a}…{b} holds no token")
-        items.append((text, checked))
-    return items
+    return list(zip(texts, checked))
 
 
 def pool_spans(info: TokenInfo, vectors: np.ndarray, spans: Sequence[Span], use_max: bool, index: int) -> np.ndarray:

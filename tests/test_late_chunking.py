@@ -135,6 +135,9 @@ def test_http_and_cli_give_the_python_chunks(tiny_artifact: Path, tmp_path: Path
         assert given == ["abc", "def"]
         bad = httpx.post(f"{running.url}/embed/chunks", json={"inputs": ["abc"], "spans": [[[2, 9]]]})
         assert bad.status_code == 400 and "span" in bad.json()["error"]["message"]
+        no_token = {"inputs": ["x", "a b  c"], "spans": [[[0, 1]], [[3, 5]]]}
+        empty = httpx.post(f"{running.url}/embed/chunks", json=no_token)
+        assert empty.status_code == 400 and "text 1: the chunk at characters 3…5 holds no token" in empty.text
     finally:
         assert running.stop() == 0
 
