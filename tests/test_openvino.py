@@ -103,6 +103,9 @@ def test_nncf_variant_runs_on_openvino_close_to_pytorch(nncf_artifact: Path, tin
     assert variant.backend == "openvino" and variant.file == "model.int8.xml"
     assert set(variant.extra_files) == {"model.int8.bin"}
     assert (nncf_artifact / "model.int8.bin").stat().st_size == variant.extra_files["model.int8.bin"]["size_bytes"]
+    # Exactly its files: no compiled-model cache from the export's own OpenVINO runs.
+    files = sorted(p.name for p in nncf_artifact.iterdir())
+    assert files == sorted(["bertx.json", "model.onnx", "tokenizer.json", "model.int8.xml", "model.int8.bin"])
     quant = variant.quantization or {}
     assert quant["backend"] == "openvino" and quant["tool"] == "nncf (OpenVINO)"
     nodes = quant["nodes"]

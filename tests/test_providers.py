@@ -75,9 +75,9 @@ def test_doctor_reports_providers_cpu_and_conflicts(monkeypatch: pytest.MonkeyPa
     assert result.returncode == 0 and "CPUExecutionProvider: ok" in result.stdout and "int8 preset" in result.stdout
 
 
-def test_info_shows_the_int8_search(minilm_artifact: Path) -> None:
+def test_info_shows_the_int8_search(tiny_artifact: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bertx.cli", "info", str(minilm_artifact)], capture_output=True, text=True
+        [sys.executable, "-m", "bertx.cli", "info", str(tiny_artifact)], capture_output=True, text=True
     )
     assert result.returncode == 0 and "INT8 search: min cosine ≥ 0.995" in result.stdout
 
