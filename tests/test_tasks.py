@@ -181,7 +181,10 @@ def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def classifier_artifact(classifier: Path, export_tiny: Callable[..., Path]) -> Path:
-    return export_tiny(classifier, fp16=True)
+    from bertx.exporter import Int8Options
+
+    dynamic = Int8Options(recipe="dynamic", allow_below_target=True)
+    return export_tiny(classifier, fp16=True, int8=True, int8_options=dynamic)
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +205,9 @@ def test_classifier_exports_its_head_and_classifies_like_pytorch(classifier: Pat
     assert manifest.outputs[-1] == f"hidden_states.{manifest.architecture.num_layers}"  # logits kept apart
     for precision, variant in manifest.variants.items():
         assert variant.parity is not None and variant.parity.head is not None, precision
-        assert variant.parity.head.items == variant.parity.texts and variant.parity.head.agreement == 1.0
+        assert variant.parity.head.items == variant.parity.texts
+        # The best label agrees with PyTorch's on every proof text; INT8 may flip a close call.
+        assert variant.parity.head.agreement >= (0.9 if precision is bertx.Precision.INT8 else 1.0), precision
     assert manifest.variants[bertx.Precision.FP32].parity.head.max_abs < 1e-4  # type: ignore[union-attr]
 
     model = bertx.Model.from_pretrained(classifier_artifact)
@@ -220,6 +225,8 @@ def test_classifier_exports_its_head_and_classifies_like_pytorch(classifier: Pat
     assert [r.label for r in train] == [label for _, label in SENTIMENT]
     fp16 = bertx.Model.from_pretrained(classifier_artifact, variant="fp16").classify(NEW_TEXTS)
     assert [r.label for r in fp16] == [r.label for r in got]
+    int8 = bertx.Model.from_pretrained(classifier_artifact, variant="int8").classify(NEW_TEXTS)
+    assert sum(a.label == b.label for a, b in zip(int8, got)) >= len(got) - 1
 
 
 def test_text_pairs_carry_segment_ids_like_pytorch(classifier: Path, classifier_artifact: Path) -> None:
@@ -372,21 +379,15 @@ def test_distilbert_and_roberta_heads(tmp_path: Path, model_type: str, export_ti
 
 @pytest.mark.slow
 def test_fine_tuned_minilm_classifier_without_torch(tmp_path: Path, minilm_source: Path) -> None:
-    """The packaged real MiniLM, fine-tuned for a few steps: exported with INT8, classified by a process
-    that never imports torch, with PyTorch's own probabilities as the reference."""
-    from bertx.exporter import ExportOptions, Int8Options, export_model
+    """The packaged real MiniLM, fine-tuned for a few steps: exported, classified by a process that never
+    imports torch, with PyTorch's own probabilities as the reference (INT8 heads: the tiny classifier)."""
+    from bertx.exporter import ExportOptions, export_model
 
     folder = make_classifier(minilm_source, tmp_path / "minilm-cls", steps=6, lr=1e-4)
-    options = ExportOptions(
-        model=str(folder),
-        output=tmp_path / "artifact",
-        int8=True,
-        int8_options=Int8Options(recipe="split-dynamic", allow_below_target=True),
-    )
-    manifest = export_model(options, quiet_mode=True).manifest
+    manifest = export_model(ExportOptions(model=str(folder), output=tmp_path / "artifact"), quiet_mode=True).manifest
     assert manifest.head is not None and manifest.head.labels == ("neg", "pos")
-    int8 = manifest.variants[bertx.Precision.INT8].parity
-    assert int8 is not None and int8.head is not None and int8.head.agreement >= 0.9
+    fp32 = manifest.variants[bertx.Precision.FP32].parity
+    assert fp32 is not None and fp32.head is not None and fp32.head.agreement == 1.0
     texts = [
         "What a wonderful, sunny afternoon in the park.",
         "The food was cold and the service terrible.",
@@ -414,9 +415,3 @@ def test_fine_tuned_minilm_classifier_without_torch(tmp_path: Path, minilm_sourc
     result = json.loads(proc.stdout)
     assert result["heavy"] == []
     np.testing.assert_allclose(np.array(result["probabilities"]), np.stack(expected), atol=1e-5)
-    int8_model = bertx.Model.from_pretrained(tmp_path / "artifact", variant="int8")
-    agree = [
-        a.label == b.label
-        for a, b in zip(int8_model.classify(texts), bertx.Model.from_pretrained(tmp_path / "artifact").classify(texts))
-    ]
-    assert sum(agree) >= len(agree) - 1
