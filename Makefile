@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # A CPU build of torch, installed before the extras so nothing pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint typecheck bench bench-serve clean
+.PHONY: install demo test lint typecheck docs docs-serve bench bench-serve clean
 comma := ,
 
 $(VENV)/.bertx-deps: pyproject.toml
@@ -33,6 +33,13 @@ typecheck: install
 
 test: lint typecheck
 	$(VENV)/bin/pytest
+
+# The documentation site into site/ (warnings are errors); docs-serve rebuilds it as you edit.
+docs: install
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: install
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
 # bf16 only where the CPU computes it (AVX-512 BF16 or AMX); elsewhere --bf16 is refused.
 BF16 := $(shell grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && echo --bf16)

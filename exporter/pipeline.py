@@ -137,7 +137,11 @@ def export_model(options: ExportOptions, console: Console | None = None, quiet_m
     """Export `options.model` into an artifact folder and return where it went.
 
     Raises:
-        ModelNotFoundError, UnsupportedModelError, OutputExistsError, ExportError, ParityError.
+        ModelNotFoundError: the model is neither a folder, nor cached, nor reachable.
+        UnsupportedModelError: its type cannot be exported (the message says why).
+        OutputExistsError: the output exists and `force` was not given, or is not a bertx artifact.
+        ExportError: a step failed; nothing was written.
+        ParityError: a variant missed its parity thresholds against PyTorch; nothing was written.
     """
     console = console or Console(stderr=True)
     steps = _Steps(console, quiet_mode)

@@ -84,8 +84,13 @@ class LateChunking:
             chunk_size: Tokens per chunk, when no spans are given [one chunk per sentence].
             pooling: mean (default) or max over a chunk's tokens.
             normalize_embeddings: L2-normalize each chunk's vector [the artifact's default].
-            layers / combine / layer_weights: Which hidden states, as in `encode`.
-            chunk_overlap / chunk_window: The windows that cover a text longer than the model's window.
+            layers: Which hidden states, as in `encode`.
+            combine: How several layers become one, as in `encode`.
+            layer_weights: One weight per layer, for combine="weighted".
+            chunk_overlap: Tokens each window repeats from the one before, for a text longer than the model's
+                window.
+            chunk_window: Tokens per window, special tokens included [max_seq_length].
+            batch_size: Most texts a batch holds.
         """
         values = {n: v for n, v in locals().items() if n in SPEC}
         recipe = resolve(EncodeOptions.from_mapping(values, CHUNKS), CHUNKS, self.manifest, self.forward.tokenizer)

@@ -77,23 +77,27 @@ class Model(TaskHeads, LateChunking):
 
         Args:
             path: The artifact folder (it holds bertx.json).
-            variant: fp32 (default), int8, fp16, bf16, or auto: the variant the export measured fastest
-                at its target accuracy on the exporting CPU (`bertx info` shows it), or the next one
-                where this CPU or installation cannot run it (a `FallbackWarning` says why).
-            device: "cpu" (onnxruntime), "cuda", "tensorrt", "openvino" (extra `bertx[openvino]`), or
-                "auto" (CUDA when available, else CPU). Default: the engine the variant was built for
-                (the manifest's `backend`: OpenVINO for bf16 and for an INT8 variant made by NNCF).
-            threads: Inference threads; default: the CPUs this process may use (affinity, cgroup quota)
-                when it is restricted, else the engine's own choice.
-            allow_fallback: Run on the CPU with a warning when CUDA is asked for but unavailable,
-                instead of raising `ProviderError`.
-            max_batch_size: Largest batch the TensorRT engine profile allows.
-            cpu_arena: Keep onnxruntime's CPU memory arena (faster); False returns memory between calls.
-            batch_tokens: Padded tokens per batch, long texts counting extra for their attention; a
-                batch holds as many texts as fit, at least one and at most the call's `batch_size`. This
-                bounds the working memory whatever the text lengths. None batches by `batch_size` only.
-            verify: Check each model file's sha256 against the manifest before loading it (a corrupted
-                file of the right size would otherwise load and give wrong vectors).
+            **options: The fields of `LoadOptions`, as keywords:
+
+                - `variant`: fp32 (default), int8, fp16, bf16, or auto: the variant the export measured
+                  fastest at its target accuracy on the exporting CPU (`bertx info` shows it), or the next
+                  one where this CPU or installation cannot run it (a `FallbackWarning` says why).
+                - `device`: "cpu" (onnxruntime), "cuda", "tensorrt", "openvino" (extra `bertx[openvino]`),
+                  or "auto" (CUDA when available, else CPU). Default: the engine the variant was built
+                  for (the manifest's `backend`: OpenVINO for bf16 and for an INT8 variant made by NNCF).
+                - `threads`: inference threads; default: the CPUs this process may use (affinity, cgroup
+                  quota) when it is restricted, else the engine's own choice.
+                - `allow_fallback`: run on the CPU with a warning when CUDA is asked for but unavailable,
+                  instead of raising `ProviderError`.
+                - `max_batch_size`: the largest batch the TensorRT engine profile allows.
+                - `cpu_arena`: keep onnxruntime's CPU memory arena (faster); False returns memory between
+                  calls.
+                - `batch_tokens`: padded tokens per batch, long texts counting extra for their attention;
+                  a batch holds as many texts as fit, at least one and at most the call's `batch_size`.
+                  This bounds the working memory whatever the text lengths. None batches by `batch_size`
+                  only.
+                - `verify`: check each model file's sha256 against the manifest before loading it (a
+                  corrupted file of the right size would otherwise load and give wrong vectors).
         """
         return cls(path, **options)
 

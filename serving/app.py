@@ -148,11 +148,14 @@ def create_app(models: Model | Mapping[str, Model], settings: ServerSettings | N
 
     add_tei_routes(app, served)
 
-    @app.api_route("/health", methods=["GET", "HEAD"], summary="The process is up")
+    # HEAD answers as GET does, kept out of the schema (one operation id per route and method there).
+    @app.get("/health", summary="The process is up")
+    @app.head("/health", include_in_schema=False)
     async def health() -> Response:
         return json_response({"status": "ok"})
 
-    @app.api_route("/ready", methods=["GET", "HEAD"], summary="The model is loaded and warmed up")
+    @app.get("/ready", summary="The model is loaded and warmed up")
+    @app.head("/ready", include_in_schema=False)
     async def ready() -> Response:
         if not served.ready:
             return json_response({"status": "warming up"}, 503)
