@@ -36,10 +36,10 @@ test: lint typecheck
 
 # The documentation site into site/ (warnings are errors); docs-serve rebuilds it as you edit.
 docs: install
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 docs-serve: install
-	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000
 
 # bf16 only where the CPU computes it (AVX-512 BF16 or AMX); elsewhere --bf16 is refused.
 BF16 := $(shell grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && echo --bf16)

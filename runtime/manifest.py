@@ -8,6 +8,7 @@ pooling is written here at export time.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -283,8 +284,9 @@ class Manifest:
         return manifest
 
     @classmethod
-    def load(cls, folder: Path) -> Manifest:
+    def load(cls, folder: str | os.PathLike[str]) -> Manifest:
         """Read `bertx.json` from an artifact folder."""
+        folder = Path(folder)
         path = folder / MANIFEST_NAME
         if not folder.is_dir():
             raise ArtifactError(f"artifact folder {folder} does not exist; export one with `bertx export MODEL`")

@@ -37,7 +37,7 @@ class OptionSpec:
 
     Attributes:
         name: The Python keyword, the HTTP field and the Ray job key; the CLI flag is it with dashes.
-        help: One line, for `--help`, the HTTP schema and the README.
+        help: One line, for `--help`, the HTTP schema and the docs.
         kinds: The outputs it means something for (sentence, tokens, words).
         aliases: Other names accepted for it (another tool's name for the same thing).
         wire: Its type as JSON and the command line carry it (enums as their names, layers also as text).
@@ -319,7 +319,7 @@ def _plain(value: Any) -> Any:
 
 
 def options_table() -> str:
-    """The README's table of options, from their definitions: one row per option, its name on each front-end."""
+    """The docs' table of options, from their definitions: one row per option, its name on each front-end."""
     rows = [
         "| option | for | default | command line | HTTP field | what |",
         "|---|---|---|---|---|---|",

@@ -65,11 +65,3 @@ def test_no_two_modules_import_each_other() -> None:
 def test_no_module_is_too_long_to_read() -> None:
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
-
-
-def test_the_readme_table_of_options_is_made_from_their_definitions() -> None:
-    from bertx.options import options_table
-
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.split("<!-- options:start -->\n", 1)[1].split("\n<!-- options:end -->", 1)[0]
-    assert block == options_table(), "the README's options table is stale: run python scripts/options_table.py"
