@@ -150,13 +150,24 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     options = (site / "reference" / "options" / "index.html").read_text(encoding="utf-8")
     assert all(f"<code>{spec.flag}</code>" in options for spec in SPECS)
     cli = (site / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
-    for command in ("export", "embed", "search", "vocab", "serve", "info", "verify", "doctor", "bench"):
+    import typer
+
+    from bertx.cli import app
+
+    group = typer.main.get_command(app)
+    commands = group.list_commands(group.make_context("bertx", [], resilient_parsing=True))
+    assert {"export", "embed", "search", "vocab", "serve", "info", "verify", "doctor", "bench"} <= set(commands)
+    for command in commands:
         assert f'id="bertx-{command}"' in cli, command
     assert "--sentence-embedding" in cli and "--int8-target-cosine" in cli
     http = (site / "reference" / "http" / "index.html").read_text(encoding="utf-8")
     assert all(route in http for route in ("POST /v1/embeddings", "POST /embed/chunks", "POST /v1/rerank"))
     python = (site / "reference" / "python" / "index.html").read_text(encoding="utf-8")
     assert all(name in python for name in ("encode_words", "encode_chunks", "classify", "rerank"))
+    import bertx
+
+    undocumented = [name for name in bertx.__all__ if name[0].isupper() and f'id="bertx.{name}"' not in python]
+    assert not undocumented, f"public names missing from docs/reference/python.md: {undocumented}"
     assert (site / "performance" / "all-MiniLM-L6-v2.png").is_file()
 
 
