@@ -91,7 +91,7 @@ class Candidate:
     int8_nodes: int
     timed_again: bool = False
     backend: str = "onnxruntime"
-    invariance_min: float = 1.0  # worst cosine between a text's batched and lone vectors
+    invariance_min: float | None = None  # worst cosine between a text's batched and lone vectors (None: not run alone)
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,18 @@ def pooled_on(path: GraphFile, batches: Sequence[Batch], context: Int8Context) -
     ]
 
 
-def proof_measure(path: GraphFile, context: Int8Context) -> ProofMeasure:
-    """The graph against PyTorch on the proof set, in the runtime's batches and one text at a time."""
+def proof_measure(path: GraphFile, context: Int8Context, stop_below: float | None = None) -> ProofMeasure:
+    """The graph against PyTorch on the proof set, in the runtime's batches and one text at a time (not alone
+    when it already misses `stop_below` in batches)."""
     runner = open_graph(path)
     return measure_proof(
-        runner, context.proof, context.reference, context.input_names, context.last_output, context.defaults.pooling
+        runner,
+        context.proof,
+        context.reference,
+        context.input_names,
+        context.last_output,
+        context.defaults.pooling,
+        stop_below,
     )
 
 

@@ -49,9 +49,10 @@ class ProofMeasure:
     """One graph's pooled vectors against the reference, per text (in the proof set's text order)."""
 
     batched: np.ndarray  # cosine with the reference, embedded in the runtime's batches
-    single: np.ndarray  # cosine with the reference, embedded alone
+    single: np.ndarray  # cosine with the reference, embedded alone (the batched one when not measured)
     invariance: np.ndarray  # cosine of a text's batched vector with its lone one
     nonfinite: bool
+    alone_measured: bool = True  # False: it missed in batches, so the texts were not also run alone
 
     @property
     def cosine_min(self) -> float:
@@ -69,10 +70,14 @@ class ProofMeasure:
         return float(np.nan_to_num(self.invariance.min(), nan=-1.0))
 
     @classmethod
-    def compare(cls, batched: np.ndarray, single: np.ndarray, reference: np.ndarray) -> ProofMeasure:
-        """Pooled vectors in text order, batched and alone, against the reference's."""
+    def compare(cls, batched: np.ndarray, single: np.ndarray | None, reference: np.ndarray) -> ProofMeasure:
+        """Pooled vectors in text order, batched and alone (None: not run alone), against the reference's."""
+        against = np.nan_to_num(cosine_rows(batched, reference), nan=-1.0)
+        if single is None:
+            nonfinite = not bool(np.isfinite(batched).all())
+            return cls(against, against, np.ones_like(against), nonfinite, alone_measured=False)
         return cls(
-            batched=np.nan_to_num(cosine_rows(batched, reference), nan=-1.0),
+            batched=against,
             single=np.nan_to_num(cosine_rows(single, reference), nan=-1.0),
             invariance=np.nan_to_num(cosine_rows(batched, single), nan=-1.0),
             nonfinite=not (bool(np.isfinite(batched).all()) and bool(np.isfinite(single).all())),
@@ -80,7 +85,8 @@ class ProofMeasure:
 
     def meets(self, min_cosine: float) -> bool:
         """Every text, batched and alone, at `min_cosine` or closer to PyTorch, and batch-invariant."""
-        return self.cosine_min >= min_cosine and self.invariance_min >= invariance_limit(min_cosine)
+        complete = self.alone_measured
+        return complete and self.cosine_min >= min_cosine and self.invariance_min >= invariance_limit(min_cosine)
 
 
 def invariance_limit(min_cosine: float) -> float:
@@ -136,8 +142,17 @@ def measure(
     input_names: Sequence[str],
     output: str,
     pooling: Pooling,
+    stop_below: float | None = None,
 ) -> ProofMeasure:
-    """`runner`'s pooled vectors on the proof set, batched as the runtime batches and alone, against `reference`."""
+    """`runner`'s pooled vectors on the proof set, batched as the runtime batches and alone, against `reference`.
+
+    With `stop_below`, a graph whose batched vectors already miss that cosine is not run alone: it cannot
+    pass, and the lone pass costs more than the batched one.
+    """
     batched = in_text_order(proof, pooled(runner, proof.batches, input_names, output, pooling))
+    if stop_below is not None:
+        missed = ProofMeasure.compare(batched, None, reference)
+        if missed.nonfinite or missed.cosine_min < stop_below:
+            return missed
     single = np.concatenate(pooled(runner, proof.singles, input_names, output, pooling))
     return ProofMeasure.compare(batched, single, reference)

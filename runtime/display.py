@@ -176,7 +176,7 @@ def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -
             f"{c['int8_nodes']} / {c['blockwise_nodes']} / {c['fp32_nodes']}",
             f"{c['cosine_min']:.4f}",
             f"{c['cosine_mean']:.4f}",
-            f"{c['invariance_min']:.4f}" if "invariance_min" in c else "—",
+            f"{c['invariance_min']:.4f}" if c.get("invariance_min") is not None else "—",
             f"{c['texts_per_s']:.1f}{'*' if c.get('timed_again') else ''}" if c["texts_per_s"] else "not timed",
             f"{c['speedup']:.2f}×" if c["texts_per_s"] else "—",
             "[green]✓[/]" if c["recipe"] == quant.get("recipe") else "",

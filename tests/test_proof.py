@@ -76,6 +76,20 @@ def test_proof_batches_as_the_runtime_does_and_catches_batch_dependence(tiny_art
     assert skewed.single.min() > 0.99999  # right alone …
     assert skewed.batched.min() < 0.999 and skewed.invariance_min < 0.999  # … wrong in a batch
     assert not skewed.meets(0.999)
+    # A search candidate that misses in batches is not also run alone: it cannot pass either way.
+    calls: list[int] = []
+
+    class Counting(_BatchDependent):
+        def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            calls.append(len(feeds["input_ids"]))
+            return super().run(outputs, feeds)
+
+    stopped = measure(Counting(runner), proof, reference, *args, stop_below=0.999)  # type: ignore[arg-type]
+    assert not stopped.alone_measured and not stopped.meets(0.999) and not stopped.meets(0.5)
+    assert len(calls) == len(proof.batches)  # type: ignore[attr-defined]
+    assert stopped.cosine_min == pytest.approx(float(skewed.batched.min()))
+    kept = measure(runner, proof, reference, *args, stop_below=0.999)  # type: ignore[arg-type]
+    assert kept.alone_measured and kept.meets(0.99999)  # one that passes in batches is run alone too
 
 
 def test_parity_report_holds_the_proof(tiny_artifact: Path) -> None:
