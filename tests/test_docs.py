@@ -131,6 +131,15 @@ def test_every_page_is_in_the_site_and_every_block_says_how_it_runs() -> None:
     assert sum(len(found) for found in EXAMPLES.values()) >= 40
 
 
+def test_the_readmes_links_lead_to_files() -> None:
+    # The site's own links are checked by its strict build; the README, outside the site, here.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", readme) if "://" not in t]
+    assert targets and any(t.startswith("docs/") for t in targets)
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, missing
+
+
 def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     site = tmp_path / "site"
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
