@@ -6,7 +6,8 @@ A page holds a marker where generated text goes, and the build replaces it:
 - `<!-- bertx:cli -->`: every command of the `bertx` CLI with its options, from the commands themselves;
 - `<!-- bertx:http -->`: every HTTP route, from the server's OpenAPI schema (`docs/reference/openapi.json`,
   which `python scripts/openapi_schema.py` writes and the test suite checks against the running server);
-- `<!-- bertx:bench NAME -->`: `bench/results/NAME.md` as `bertx bench` wrote it, with its chart.
+- `<!-- bertx:bench NAME -->`: `bench/results/NAME.md` as `bertx bench` wrote it, with its chart;
+- `<!-- bertx:include PATH -->`: a Markdown file of the repository outside docs/ (its title dropped).
 
 A marker the build does not know, or a results file that is missing, fails the build.
 """
@@ -21,7 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 SCHEMA = ROOT / "docs" / "reference" / "openapi.json"
-MARKER = re.compile(r"<!-- bertx:(\w+)(?: ([\w.-]+))? -->")
+MARKER = re.compile(r"<!-- bertx:(\w+)(?: ([\w./-]+))? -->")
 
 
 class MarkerError(ValueError):
@@ -52,6 +53,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
             return http_reference(json.loads(SCHEMA.read_text(encoding="utf-8")))
         if kind == "bench" and argument:
             return bench_results(argument)
+        if kind == "include" and argument:
+            return included(argument)
         raise MarkerError(f"{page.file.src_uri}: unknown marker {match.group(0)}")
 
     return MARKER.sub(fill, markdown)
@@ -166,3 +169,11 @@ def bench_results(name: str) -> str:
     if chart.is_file():
         body += ["", f"![{name}: throughput and accuracy]({chart.name})"]
     return "\n".join(body)
+
+
+def included(path: str) -> str:
+    """A repository file's Markdown without its title (its own page heading stands instead)."""
+    source = (ROOT / path).resolve()
+    if ROOT not in source.parents or not source.is_file():
+        raise MarkerError(f"no file {path} in the repository")
+    return "\n".join(line for line in source.read_text(encoding="utf-8").splitlines() if not line.startswith("# "))
