@@ -114,7 +114,7 @@ def http_reference(schema: dict[str, Any]) -> str:
                 lines += ["", description]
             body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
             if body:
-                lines += ["", *_fields(_resolve(body, components), components)]
+                lines += ["", *_fields(_resolve(body, components))]
             answers = ", ".join(
                 f"{code} {answer.get('description', '')}".strip() for code, answer in operation["responses"].items()
             )
@@ -126,32 +126,33 @@ def http_reference(schema: dict[str, Any]) -> str:
 def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
     reference = schema.get("$ref")
     if reference:
-        return dict(components[reference.rsplit("/", 1)[1]])
+        found: dict[str, Any] = components[reference.rsplit("/", 1)[1]]
+        return found
     return schema
 
 
-def _fields(schema: dict[str, Any], components: dict[str, Any]) -> list[str]:
+def _fields(schema: dict[str, Any]) -> list[str]:
     properties = schema.get("properties", {})
     if not properties:
-        return [f"Body: {_type(schema, components)}."]
+        return [f"Body: {_type(schema)}."]
     required = set(schema.get("required", ()))
     rows = ["| field | type | default | what |", "|---|---|---|---|"]
     for name, field in properties.items():
         default = "required" if name in required else f"`{json.dumps(field['default'])}`" if "default" in field else "—"
-        rows.append(f"| `{name}` | {_type(field, components)} | {default} | {_cell(field.get('description', ''))} |")
+        rows.append(f"| `{name}` | {_type(field)} | {default} | {_cell(field.get('description', ''))} |")
     return rows
 
 
-def _type(field: dict[str, Any], components: dict[str, Any]) -> str:
+def _type(field: dict[str, Any]) -> str:
     if "$ref" in field:
-        return field["$ref"].rsplit("/", 1)[1]
+        return str(field["$ref"].rsplit("/", 1)[1])
     if "anyOf" in field:
-        return " or ".join(_type(option, components) for option in field["anyOf"])
+        return " or ".join(_type(option) for option in field["anyOf"])
     if "enum" in field:
         return " \\| ".join(f"`{value}`" for value in field["enum"])
     kind = field.get("type", "any")
     if kind == "array":
-        return f"list of {_type(field.get('items', {}), components)}"
+        return f"list of {_type(field.get('items', {}))}"
     return str(kind)
 
 

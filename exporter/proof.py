@@ -85,8 +85,8 @@ class ProofMeasure:
 
     def meets(self, min_cosine: float) -> bool:
         """Every text, batched and alone, at `min_cosine` or closer to PyTorch, and batch-invariant."""
-        complete = self.alone_measured
-        return complete and self.cosine_min >= min_cosine and self.invariance_min >= invariance_limit(min_cosine)
+        measured = self.cosine_min >= min_cosine and self.invariance_min >= invariance_limit(min_cosine)
+        return self.alone_measured and measured
 
 
 def invariance_limit(min_cosine: float) -> float:
@@ -147,7 +147,7 @@ def measure(
     """`runner`'s pooled vectors on the proof set, batched as the runtime batches and alone, against `reference`.
 
     With `stop_below`, a graph whose batched vectors already miss that cosine is not run alone: it cannot
-    pass, and the lone pass costs more than the batched one.
+    pass, and the lone pass costs about as much again as the batched one.
     """
     batched = in_text_order(proof, pooled(runner, proof.batches, input_names, output, pooling))
     if stop_below is not None:
