@@ -245,10 +245,12 @@ def make_context(
     source_path: Path,
     proof: ProofSet,
     calibration_file: Path | None,
+    timed: bool = True,
 ) -> Int8Context:
-    """Tokenize the calibration and speed texts and compute the PyTorch reference on the proof set."""
+    """Tokenize the calibration and speed texts and compute the PyTorch reference on the proof set (no speed
+    sample unless `timed`: one named recipe is timed by the export's recommendation, not here)."""
     calibration = _batches(encoder, calibration_texts(calibration_file), _BATCH)
-    speed = fit_speed_sample(speed_sample(encoder), GraphFile(fused), input_names, last_output)
+    speed = fit_speed_sample(speed_sample(encoder), GraphFile(fused), input_names, last_output) if timed else ()
     reference = in_text_order(proof, _torch_pooled(source_path, proof.batches, input_names, defaults))
     work_dir.mkdir(parents=True, exist_ok=True)
     return Int8Context(

@@ -83,7 +83,7 @@ def _settings(
         "calibration": calibration_facts(options.calibration_file, context.calibration),
         "smoothed_inputs": smoothed,
         "outlier_units": {"per_block": units, "blocks": split},
-        "fp32_texts_per_s": round(search.fp32_speed, 1),
+        "fp32_texts_per_s": round(search.fp32_speed, 1) if search.timed else None,
         "final_round": final_round,
         "candidates": [asdict(c) for c, _, _ in search.candidates],
         "failed_recipes": search.failed,
@@ -93,3 +93,19 @@ def _settings(
         "openvino_sensitivity": {" + ".join(group): round(gain, 6) for group, gain in search.openvino_ranking},
         "search_seconds": round(seconds, 1),
     }
+
+
+def timed_by_recommendation(quant: dict[str, Any], texts_per_s: dict[str, float], rounds: int) -> dict[str, Any]:
+    """A named recipe's settings with the speeds the recommendation measured side by side (fp32's and its
+    own), for a candidate the INT8 step proved but did not time; other settings come back as they were."""
+    fp32, int8 = texts_per_s.get("fp32"), texts_per_s.get("int8")
+    if quant["fp32_texts_per_s"] is not None or not fp32 or not int8:
+        return quant
+    candidates = [
+        {**c, "texts_per_s": int8, "speedup": round(int8 / fp32, 3), "timed_again": True}
+        if c["recipe"] == quant["recipe"]
+        else c
+        for c in quant["candidates"]
+    ]
+    final_round = {"fp32_texts_per_s": fp32, "rounds": rounds, "candidates": 1, "timed_by": "recommendation"}
+    return {**quant, "fp32_texts_per_s": fp32, "final_round": final_round, "candidates": candidates}

@@ -13,6 +13,8 @@ sensitive nodes out of INT8 one more at a time. Two measured facts prune the sea
 Every candidate built is measured in full: the proof (batched as the runtime batches and one text at a
 time, against PyTorch) and its speed; the candidates that meet the target are timed again side by side
 before the fastest is kept. What was pruned, and why, goes into the manifest with the measured table.
+One named recipe (`fixed`) is proven the same way but not timed here: there is nothing to choose between,
+and the export's recommendation times it side by side with the other variants.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class Search:
         self.context, self.cpu, self.options, self.progress = context, cpu, options, progress
         self.typed = typed_graph(context.fused, context.work_dir)
         self.base = onnx.load(str(self.typed))
-        self.fp32_speed = throughput(GraphFile(context.fused), context)
+        self.timed = options.recipe == "auto"  # a named recipe has nothing to be timed against
+        self.fp32_speed = throughput(GraphFile(context.fused), context) if self.timed else 0.0
         self.candidates: list[Entry] = []
         self.failed: dict[str, str] = {}
         self.pruned: dict[str, str] = {}
@@ -67,7 +70,7 @@ class Search:
         self._prepared: dict[tuple[float | None, int], tuple[Path, int, int]] = {}
         self._openvino_base: Any = None
         self._duels: dict[tuple[str, str], list[float]] = {}
-        self._timing = True  # off inside a ladder, whose steps are not timed
+        self._timing = self.timed  # off inside a ladder, whose steps are not timed
 
     # -- the two ways in ---------------------------------------------------------------------------
 
@@ -195,7 +198,7 @@ class Search:
             if nodes and passed not in steps:
                 steps[passed] = measure(passed)
         finally:
-            self._timing = True
+            self._timing = self.timed
         if nodes and steps[passed].meets_target:
             self.progress(f"int8: {engine} ladder: {passed} accurate nodes are the fewest that meet the target")
             self._time(steps[passed])
@@ -265,7 +268,7 @@ class Search:
             cosine_min=round(proof.cosine_min, 6),
             cosine_mean=round(proof.cosine_mean, 6),
             texts_per_s=round(speed, 1),
-            speedup=round(speed / self.fp32_speed, 3),
+            speedup=round(speed / self.fp32_speed, 3) if timed else 0.0,
             meets_target=meets,
             fp32_nodes=counted[0],
             blockwise_nodes=counted[1],

@@ -33,7 +33,7 @@ from bertx.manifest import (
     Thresholds,
     Variant,
 )
-from bertx.tokenization import TextEncoder
+from bertx.tokenization import Batch, TextEncoder
 
 from .artifact_facts import export_facts, print_summary, write_tokenizer
 from .atomic import check_target, move_into_place, remove_stale_partials, scratch_folder, sigterm_as_interrupt
@@ -41,12 +41,13 @@ from .graph_pooling import GRAPH_POOLINGS, SENTENCE_EMBEDDING, add_sentence_embe
 from .int8 import Int8Options, calibration_texts, make_context
 from .int8_openvino import named as openvino_named
 from .int8_openvino import refused as openvino_refused
-from .int8_quantize import quantize_int8
+from .int8_quantize import quantize_int8, timed_by_recommendation
 from .int8_recipes import named_recipe
 from .onnx_export import export_onnx, onnx_io_names, output_names, quiet, read_model_facts, with_prompts
 from .parity import DEFAULT_THRESHOLDS, check_parity
 from .proof import build_proof, proof_texts
-from .recommend import recommend
+from .recommend import ROUNDS as RECOMMEND_ROUNDS
+from .recommend import cpu_variants, recommend
 from .resolve import ResolvedModel, resolve_model, sha256_file
 from .variants import OptimizeLevel, fuse
 
@@ -206,6 +207,7 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
     encoder = TextEncoder(artifact / "tokenizer.json", facts.defaults.max_seq_length, tokenizer.pad_token_id)
     thresholds = {**DEFAULT_THRESHOLDS, **options.thresholds}
     proof = build_proof(encoder, proof_texts(), facts.architecture)
+    speed_sample: tuple[Batch, ...] = ()
     if options.int8:
         cpu = cpu_info()
         recipe = options.int8_options.recipe
@@ -222,7 +224,9 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
                 source.path,
                 proof,
                 options.int8_options.calibration_file,
+                timed=recipe == "auto",
             )
+            speed_sample = context.speed
             chosen, quant = quantize_int8(context, cpu, options.int8_options, steps.note)
             built[Precision.INT8] = _int8_built(chosen, settings, quant)
         if not quant["meets_target"] and Precision.INT8 not in options.thresholds:
@@ -289,9 +293,14 @@ def _build(options: ExportOptions, source: ResolvedModel, scratch: Path, steps: 
     if reports:
         cpu = cpu_info()
         target = options.int8_options.target_cosine
-        with steps.step("recommend", f"(fp32, int8, bf16 timed side by side on this {cpu.cpu_class} CPU)"):
-            recommended = recommend(graphs, reports, encoder, inputs, outputs[-1], cpu, target)
+        timed = ", ".join(p.value for p in cpu_variants(graphs))
+        with steps.step("recommend", f"({timed} timed side by side on this {cpu.cpu_class} CPU)"):
+            recommended = recommend(graphs, reports, encoder, inputs, outputs[-1], cpu, target, speed_sample)
         steps.note(recommended.reason)
+        int8 = built.get(Precision.INT8)
+        if int8 is not None and int8.quantization is not None:
+            quantization = timed_by_recommendation(int8.quantization, recommended.texts_per_s, RECOMMEND_ROUNDS)
+            built[Precision.INT8] = replace(int8, quantization=quantization)
     variants = {
         precision: Variant(
             precision=precision,

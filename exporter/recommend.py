@@ -12,11 +12,16 @@ from collections.abc import Sequence
 from bertx.backends import GraphFile
 from bertx.cpu import CpuInfo
 from bertx.manifest import ParityReport, Precision, Recommendation
-from bertx.tokenization import TextEncoder
+from bertx.tokenization import Batch, TextEncoder
 
 from .int8 import fit_speed_sample, side_by_side, speed_sample
 
 ROUNDS = 3
+
+
+def cpu_variants(graphs: dict[Precision, GraphFile]) -> dict[Precision, GraphFile]:
+    """The variants the recommendation times: all but fp16, which is for GPUs."""
+    return {p: g for p, g in graphs.items() if p is not Precision.FP16}
 
 
 def qualifies(report: ParityReport | None, target: float) -> bool:
@@ -35,14 +40,16 @@ def recommend(
     output: str,
     cpu: CpuInfo,
     target: float,
+    sample: Sequence[Batch] = (),
 ) -> Recommendation:
     """Time the CPU variants side by side and recommend the fastest that qualifies (fp32 always does; an
-    artifact with no other CPU variant is not timed)."""
-    timed = {p: g for p, g in graphs.items() if p is not Precision.FP16}
+    artifact with no other CPU variant is not timed). `sample`: the speed sample the INT8 search fitted, if
+    it ran (the same texts, fitted the same way), else it is fitted here."""
+    timed = cpu_variants(graphs)
     speeds = {Precision.FP32: 0.0}
     if len(timed) > 1:
         fp32 = timed.get(Precision.FP32, next(iter(timed.values())))
-        sample = fit_speed_sample(speed_sample(encoder), fp32, input_names, output)
+        sample = sample or fit_speed_sample(speed_sample(encoder), fp32, input_names, output)
         speeds = dict(zip(timed, side_by_side(list(timed.values()), sample, input_names, output, ROUNDS)))
     passing = [p for p in timed if p is Precision.FP32 or qualifies(reports.get(p), target)]
     ranking = tuple(sorted(passing, key=lambda p: -speeds[p]))

@@ -151,10 +151,16 @@ def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -
     held_out = quant.get("held_out", {}).get("texts", "?")
     final = quant.get("final_round")
     again = f"; * timed again side by side with fp32 at {final['fp32_texts_per_s']} texts/s" if final else ""
+    if final and final.get("timed_by") == "recommendation":
+        speed = f"speed on {cpu}: * timed side by side with fp32 ({final['fp32_texts_per_s']} texts/s) by the export"
+    elif quant.get("fp32_texts_per_s") is None:
+        speed = f"not timed on {cpu} (the export ran no recommendation)"
+    else:
+        speed = f"speed on {cpu} (fp32: {quant.get('fp32_texts_per_s')} texts/s{again})"
+    heading = "INT8 search" if quant.get("mode") != "fixed" else f"INT8 recipe {quant.get('recipe')}"
     table = Table(
-        title=f"INT8 search: min cosine ≥ {quant.get('target_cosine')} vs PyTorch on {held_out} held-out texts "
-        "(batched and alone), "
-        f"speed on {cpu} (fp32: {quant.get('fp32_texts_per_s')} texts/s{again})"
+        title=f"{heading}: min cosine ≥ {quant.get('target_cosine')} vs PyTorch on {held_out} held-out texts "
+        f"(batched and alone), {speed}"
     )
     for column in (
         "recipe",

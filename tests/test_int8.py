@@ -137,7 +137,7 @@ def test_ladder_finds_the_fewest_passing_nodes_in_few_steps() -> None:
 
         timed: list[int] = []
         fake = SimpleNamespace(
-            progress=lambda message: None, _time=lambda candidate, timed=timed: timed.append(candidate.k)
+            progress=lambda message: None, _time=lambda candidate, timed=timed: timed.append(candidate.k), timed=True
         )
         Search._ladder(fake, nodes, measure, "test")  # type: ignore[arg-type]
         assert min(k for k in tried if k >= fewest) == fewest
@@ -145,7 +145,7 @@ def test_ladder_finds_the_fewest_passing_nodes_in_few_steps() -> None:
         assert len(tried) <= 2 + nodes.bit_length()
     never: list[int] = []
     Search._ladder(
-        SimpleNamespace(progress=print, _time=print),
+        SimpleNamespace(progress=print, _time=print, timed=True),
         24,
         lambda k: never.append(k) or SimpleNamespace(meets_target=False),
         "t",
@@ -207,9 +207,20 @@ def test_fixed_recipe_with_own_calibration_text(tiny_bert: Path, tmp_path: Path)
         int8=True,
         int8_options=Int8Options(recipe="smooth-dynamic", calibration_file=calibration, allow_below_target=True),
     )
-    quant = export_model(options, quiet_mode=True).manifest.variants[bertx.Precision.INT8].quantization
+    manifest = export_model(options, quiet_mode=True).manifest
+    quant = manifest.variants[bertx.Precision.INT8].quantization
     assert quant is not None and quant["recipe"] == "smooth-dynamic" and quant["mode"] == "fixed"
     assert [c["recipe"] for c in quant["candidates"]] == ["smooth-dynamic"]
+    # One named recipe is timed once, side by side with fp32, by the recommendation.
+    speeds, chosen = manifest.recommended.texts_per_s if manifest.recommended else {}, quant["candidates"][0]
+    assert chosen["texts_per_s"] == speeds["int8"] > 0 and quant["fp32_texts_per_s"] == speeds["fp32"] > 0
+    assert chosen["speedup"] == round(speeds["int8"] / speeds["fp32"], 3) and chosen["timed_again"]
+    assert quant["final_round"] == {
+        "fp32_texts_per_s": speeds["fp32"],
+        "rounds": 3,
+        "candidates": 1,
+        "timed_by": "recommendation",
+    }
     assert quant["calibration"]["source"] == str(calibration) and quant["calibration"]["texts"] == 16
     assert quant["smoothed_inputs"] == 4
     texts = ["the cat is good", "a quick brown fox"]
@@ -230,3 +241,16 @@ def test_below_target_kept_recipe_passes_the_gate_it_was_kept_for(
     assert variant.quantization is not None and variant.quantization["meets_target"] is False
     assert variant.parity is not None and variant.parity.passed
     assert variant.parity.thresholds.min_cosine <= min(0.98, variant.parity.cosine_min)
+
+
+def test_a_named_recipe_without_validation_is_not_timed(tiny_bert: Path, export_tiny: Callable[..., Path]) -> None:
+    from bertx.exporter import Int8Options
+
+    options = Int8Options(recipe="dynamic", allow_below_target=True)
+    artifact = export_tiny(tiny_bert, int8=True, int8_options=options, validate=False)
+    manifest = bertx.Manifest.load(artifact)
+    quant = manifest.variants[bertx.Precision.INT8].quantization
+    assert manifest.recommended is None and quant is not None and quant["fp32_texts_per_s"] is None
+    assert [(c["texts_per_s"], c["speedup"]) for c in quant["candidates"]] == [(0.0, 0.0)]
+    result = subprocess.run([sys.executable, "-m", "bertx.cli", "info", str(artifact)], capture_output=True, text=True)
+    assert result.returncode == 0 and "not timed" in result.stdout and "INT8 recipe dynamic" in result.stdout
