@@ -111,10 +111,12 @@ def cache_key(version: str, config: dict[str, Any]) -> str:
 
     OpenVINO's own blob key does not cover every setting: a blob written by an f32 compile was found
     and used by a later bf16 compile of the same file, which then returned NaN for every text. Each
-    combination of version, CPU flags and compile settings therefore gets a folder of its own.
+    combination of version, CPU flags and compile settings therefore gets a folder of its own, and so does a
+    process whose oneDNN is held to an older instruction set (`ONEDNN_MAX_CPU_ISA`), whose kernels differ.
     """
     cpu = cpu_info()
-    facts = {"openvino": version, "cpu": cpu.model, "flags": cpu.flags_key, "config": config}
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    facts = {"openvino": version, "cpu": cpu.model, "flags": cpu.flags_key, "isa": isa, "config": config}
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     precision = str(config.get("INFERENCE_PRECISION_HINT", "default"))
     return f"{version.split('-')[0]}-{precision}-{digest}"

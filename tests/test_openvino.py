@@ -211,15 +211,18 @@ def test_corrupt_cached_blob_is_rebuilt(minilm_artifact: Path, minilm_source: Pa
     assert cosines(vectors, expected).min() >= 0.99999
 
 
-def test_cache_key_follows_every_setting() -> None:
+def test_cache_key_follows_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from bertx.openvino_backend import cache_key
 
     base = {"INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1}
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     keys = {
         cache_key("2026.4.1-1", base),
         cache_key("2026.4.1-1", {**base, "INFERENCE_PRECISION_HINT": "bf16"}),
         cache_key("2026.5.0-1", base),
         cache_key("2026.4.1-1", {**base, "NUM_STREAMS": 2}),
     }
-    assert len(keys) == 4
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # other kernels: never the same blob
+    keys.add(cache_key("2026.4.1-1", base))
+    assert len(keys) == 5
     assert cache_key("2026.4.1-1", base) == cache_key("2026.4.1-1", dict(reversed(base.items())))
