@@ -4,6 +4,7 @@ features and the INT8 preset they suit, the CPUs this process may use, and packa
 from __future__ import annotations
 
 import base64
+import os
 import platform
 from dataclasses import dataclass
 from importlib import metadata
@@ -74,6 +75,11 @@ def diagnose() -> Diagnosis:
         )
     if not any(c.works and c.name in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for c in checks):
         notes.append("CPU only: install onnxruntime-gpu (instead of onnxruntime) for the CUDA provider")
+    if isa := os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        notes.append(
+            f"ONEDNN_MAX_CPU_ISA={isa}: OpenVINO (oneDNN) is held to that instruction set, not this CPU's best; "
+            "its speeds and INT8/bf16 results are that class's (its compiled models are cached apart)"
+        )
     if cpu.bf16 and not versions["openvino"]:
         notes.append("this CPU computes bf16: pip install 'bertx[openvino]' for the bf16 variant (about 2× fp32)")
     return Diagnosis(

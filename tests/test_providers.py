@@ -71,6 +71,9 @@ def test_doctor_reports_providers_cpu_and_conflicts(monkeypatch: pytest.MonkeyPa
     versions = {"onnxruntime": "1.31.1", "onnxruntime-gpu": "1.31.1"}
     monkeypatch.setattr(doctor, "_version", lambda name: versions.get(name, "1.0"))
     assert any("both installed" in p for p in doctor.diagnose().problems)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert any(n.startswith("ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI: OpenVINO") for n in doctor.diagnose().notes)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     result = subprocess.run([sys.executable, "-m", "bertx.cli", "doctor"], capture_output=True, text=True)
     assert result.returncode == 0 and "CPUExecutionProvider: ok" in result.stdout and "int8 preset" in result.stdout
 
