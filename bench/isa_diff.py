@@ -5,10 +5,12 @@ tiles, AVX-512 VNNI, AVX2. `ONEDNN_MAX_CPU_ISA` holds it to an older one, so the
 twice on one machine with different kernels. Each side runs in a process of its own (OpenVINO reads the
 cap once, when it loads). The tool:
 
-1. embeds each text alone on both sides and reports the cosine between the two sides' vectors (the last
-   hidden state, pooled as the model's defaults say);
-2. for the text the sides disagree on most, reads every MatMul's output on both sides and names, in
-   graph order, the first whose outputs disagree while its inputs still agree;
+1. embeds each text alone and in the batches `Model.encode` makes, on both sides, and reports the cosine
+   between the two sides' vectors (the last hidden state, pooled as the model's defaults say), and on each
+   side how far a text's vector in its batch is from its vector alone;
+2. for the text the sides disagree on most, reads every MatMul's output on both sides (for that text
+   alone, or for its whole batch when the batch is where they part) and names, in graph order, the first
+   whose outputs disagree while its inputs still agree;
 3. writes a reproducer into `--out`: that MatMul, with the quantizers and weights in front of it, as a
    small OpenVINO IR, the input it received, and `repro.py`, which runs it on both sides and prints how
    far apart they are. That folder is what an upstream bug report needs, and nothing of bertx.
@@ -32,7 +34,12 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_CAP = "AVX512_CORE_VNNI"
+# Side B by default: the instruction set just below an AMX CPU's (AVX-512 with bf16, so that a bf16 graph
+# computes in bf16 on both sides and only the tiles differ); elsewhere AVX-512 VNNI.
+AMX_CAP, DEFAULT_CAP = "AVX512_CORE_BF16", "AVX512_CORE_VNNI"
+NO_BF16 = ("AVX2", "AVX512_CORE", "AVX512_CORE_VNNI")  # caps under which oneDNN has no bf16 instructions
+BATCH = 32  # `Model.encode`'s default batch size
+WAYS = ((0, "alone"), (1, "batched"))
 DEFAULT_TOLERANCE = 0.999  # cosine between the sides' outputs below which a node disagrees
 PROBE = "--probe"
 
@@ -254,8 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--variant", default="int8", help="the variant to run (its graph file, read by OpenVINO)")
     parser.add_argument("--texts", type=Path, default=CORPUS, help="one text per line [the bench corpus]")
-    parser.add_argument("--limit", type=int, default=200, help="the first N texts (each is run alone)")
-    parser.add_argument("--isa", default=DEFAULT_CAP, help=f"side B's ONEDNN_MAX_CPU_ISA, or native [{DEFAULT_CAP}]")
+    parser.add_argument("--limit", type=int, default=200, help="the first N texts (run alone and in batches)")
+    parser.add_argument(
+        "--isa", help=f"side B's ONEDNN_MAX_CPU_ISA, or native [{AMX_CAP} on AMX CPUs, else {DEFAULT_CAP}]"
+    )
     parser.add_argument("--precision", help="both sides' INFERENCE_PRECISION_HINT [the variant's, else f32]")
     parser.add_argument("--precision-b", help="side B's, when it should differ from side A's")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="cosine below which sides disagree")
@@ -269,7 +278,9 @@ CORPUS = Path(__file__).with_name("data") / "corpus.txt"
 
 
 def diff(args: argparse.Namespace) -> dict[str, Any]:
+    from bertx.architectures import reads_padding
     from bertx.artifact import load_tokenizer
+    from bertx.batching import DEFAULT_BATCH_TOKENS, plan
     from bertx.cpu import cpu_info
     from bertx.manifest import Manifest, Precision
     from bertx.pooling import pool
@@ -282,39 +293,57 @@ def diff(args: argparse.Namespace) -> dict[str, Any]:
         )
     ir = args.artifact / variant.file
     precision = args.precision or variant.inference_precision or "f32"
-    sides = (Side(None, precision), Side(None if args.isa == "native" else args.isa, args.precision_b or precision))
+    isa = args.isa or (AMX_CAP if cpu_info().amx else DEFAULT_CAP)
+    sides = (Side(None, precision), Side(None if isa == "native" else isa, args.precision_b or precision))
+    if sides[1].precision == "bf16" and isa.upper() in NO_BF16:
+        print(f"note: {isa} has no bf16 instructions: side B's bf16 is emulated, so the sides differ in precision too")
     encoder = load_tokenizer(args.artifact, manifest)
     texts = [line for line in args.texts.read_text(encoding="utf-8").splitlines() if line.strip()][: args.limit]
-    batches = [encoder.pad([encoding]) for encoding in encoder.encode(texts)]
+    encodings = encoder.encode(texts)
+    # Each text alone, then all of them in the batches `Model.encode` cuts by default (longest first).
+    lengths = np.array([len(e.ids) for e in encodings])
+    order = np.argsort(-lengths, kind="stable")
+    architecture = manifest.architecture
+    ratio = architecture.num_heads / (4 * architecture.hidden_size)
+    cuts = plan(lengths[order], BATCH, DEFAULT_BATCH_TOKENS, ratio, reads_padding(architecture.model_type))
+    groups = [[int(i)] for i in range(len(texts))] + [[int(i) for i in order[a:b]] for a, b in cuts]
+    batches = [encoder.pad([encodings[i] for i in group]) for group in groups]
     feeds = [batch.feeds(manifest.inputs) for batch in batches]
     last = manifest.outputs[-1]
     print(f"{ir.name} on {cpu_info().describe()}: A = {sides[0].describe()}, B = {sides[1].describe()}")
     with tempfile.TemporaryDirectory() as tmp:
-        a, b = (run_side(side, ir, feeds, "model", Path(tmp)) for side in sides)
-        vectors = [
-            [pool(run[i][last], batch.mask, manifest.defaults.pooling)[0] for i, batch in enumerate(batches)]
-            for run in (a, b)
-        ]
-        cosines = np.array([cosine(x, y) for x, y in zip(*vectors)])
-        worst = int(cosines.argmin())
-        below = int((cosines < args.tolerance).sum())
-        print(
-            f"{len(texts)} texts alone: min cosine A vs B {cosines.min():.6f}, mean {cosines.mean():.6f}, "
-            f"{below} below {args.tolerance}"
-        )
+        runs = [run_side(side, ir, feeds, "model", Path(tmp)) for side in sides]
+        # vectors[side][way][text], way 0: alone, 1: in its batch
+        vectors = np.zeros((2, 2, len(texts), architecture.hidden_size), dtype=np.float32)
+        for s, run in enumerate(runs):
+            for g, (group, batch) in enumerate(zip(groups, batches)):
+                vectors[s, int(g >= len(texts)), group] = pool(run[g][last], batch.mask, manifest.defaults.pooling)
+        way = {name: np.array([cosine(x, y) for x, y in zip(vectors[0, w], vectors[1, w])]) for w, name in WAYS}
         report: dict[str, Any] = {
             "artifact": str(args.artifact),
             "graph": variant.file,
             "cpu": cpu_info().describe(),
             "sides": [side.describe() for side in sides],
             "texts": len(texts),
-            "min_cosine": float(cosines.min()),
-            "mean_cosine": float(cosines.mean()),
-            "below_tolerance": below,
-            "disagree": below > 0,
+            "batches": len(groups) - len(texts),
         }
-        if below:
-            report.update(_locate(ir, feeds[worst], texts[worst], sides, args, Path(tmp)))
+        for name, cosines in way.items():
+            below = int((cosines < args.tolerance).sum())
+            report[name] = {"min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean()), "below": below}
+            print(
+                f"{len(texts)} texts {name}: min cosine A vs B {cosines.min():.6f}, mean {cosines.mean():.6f}, "
+                f"{below} below {args.tolerance}"
+            )
+        for s, side in enumerate(sides):  # a text's vector in its batch against its vector alone, per side
+            invariance = min(cosine(x, y) for x, y in zip(vectors[s, 0], vectors[s, 1]))
+            report[f"batch_invariance_{'ab'[s]}"] = invariance
+            print(f"side {'AB'[s]} ({side.describe()}): a text in its batch vs alone, min cosine {invariance:.6f}")
+        worst_way = min(way, key=lambda name: float(way[name].min()))
+        worst = int(way[worst_way].argmin())
+        report["disagree"] = float(way[worst_way][worst]) < args.tolerance
+        if report["disagree"]:
+            g = worst if worst_way == "alone" else next(g for g in range(len(texts), len(groups)) if worst in groups[g])
+            report.update(_locate(ir, feeds[g], texts[worst], worst_way, len(groups[g]), sides, args, Path(tmp)))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"report: {args.out / 'report.json'}")
@@ -322,17 +351,25 @@ def diff(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _locate(
-    ir: Path, feed: dict[str, np.ndarray], text: str, sides: Sequence[Side], args: argparse.Namespace, tmp: Path
+    ir: Path,
+    feed: dict[str, np.ndarray],
+    text: str,
+    way: str,
+    size: int,
+    sides: Sequence[Side],
+    args: argparse.Namespace,
+    tmp: Path,
 ) -> dict[str, Any]:
-    """Node by node on the worst text: the first MatMul that disagrees while its inputs agree, and its reproducer."""
-    print(f"worst text ({len(text)} characters): {text[:100]!r}")
+    """Node by node on the worst text's run (alone, or its whole batch): the first MatMul that disagrees while
+    its inputs agree, and its reproducer."""
+    print(f"worst text ({len(text)} characters, {way}, {size} in the run probed): {text[:100]!r}")
     a, b = (run_side(side, ir, [feed], "matmuls", tmp)[0] for side in sides)
     diffs, culprit = first_disagreement(a, b, args.tolerance)
     disagreeing = [d for d in diffs if d.cosine < args.tolerance]
     print(f"{len(disagreeing)} of {len(diffs)} MatMuls disagree (outputs probed: kernels may fuse differently)")
     for d in disagreeing[:8]:
         print(f"  {d.name}: cosine {d.cosine:.6f}, inputs {d.inputs_cosine:.6f}, max abs diff {d.max_abs:.4g}")
-    found: dict[str, Any] = {"worst_text": text, "matmuls_disagreeing": [d.name for d in disagreeing]}
+    found: dict[str, Any] = {"worst_text": text, "worst_run": way, "matmuls_disagreeing": [d.name for d in disagreeing]}
     if culprit is None:
         print("no MatMul disagrees while its inputs agree: the difference starts in another op")
         return found

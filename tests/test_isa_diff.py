@@ -50,8 +50,10 @@ def test_an_older_instruction_set_agrees_on_fp32(tiny_artifact: Path, tmp_path: 
     pytest.importorskip("openvino")
     done, report = isa_diff(tiny_artifact, tmp_path, "--variant", "fp32", "--precision", "f32", "--isa", "AVX2")
     assert done.returncode == 0, done.stderr
-    assert report["texts"] == len(TEXTS) and report["disagree"] is False
-    assert float(report["min_cosine"]) >= 0.9999  # type: ignore[arg-type]
+    assert report["texts"] == len(TEXTS) and report["disagree"] is False and report["batches"] == 1
+    for way in ("alone", "batched"):
+        assert report[way]["min_cosine"] >= 0.9999 and report[way]["below"] == 0  # type: ignore[index]
+    assert float(report["batch_invariance_a"]) >= 0.9999  # type: ignore[arg-type]
     assert report["sides"] == ["native ISA, f32", "AVX2, f32"]
 
 
@@ -68,6 +70,7 @@ def test_a_disagreement_is_located_and_reproduced_alone(minilm_artifact: Path, t
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert report["disagree"] is True and report["sides"] == ["native ISA, bf16", "native ISA, f32"]
+    assert report[str(report["worst_run"])]["below"] > 0  # type: ignore[index]
     first = str(report["first"])
     graph = ov.Core().read_model(str(minilm_artifact / "model.onnx"))
     matmuls = [op for op in graph.get_ordered_ops() if op.get_type_name() == "MatMul"]
