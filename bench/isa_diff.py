@@ -15,8 +15,9 @@ cap once, when it loads). The tool:
    small OpenVINO IR, the input it received, and `repro.py`, which runs it on both sides and prints how
    far apart they are. That folder is what an upstream bug report needs, and nothing of bertx.
 
-Side B defaults to AVX-512 VNNI, the class below AMX; side A is the machine's own. On a CPU whose best ISA
-is the cap itself both sides run the same kernels, and the report says the graph agrees.
+Side A is the machine's own. Side B defaults, on an AMX CPU, to AVX-512 with bf16 (only the tiles differ),
+elsewhere to AVX-512 VNNI. On a CPU whose best ISA is the cap itself both sides run the same kernels, and
+the report says the graph agrees.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def run_side(
 
 
 def probe(request: dict[str, Any]) -> None:
-    """The child side: compile once, run every feed, save the asked outputs (never imports bertx's runtime)."""
+    """The child side, started with its cap in the environment: compile once, run every feed, save the asked
+    outputs."""
     import openvino as ov
 
     core = ov.Core()
@@ -283,7 +285,7 @@ def diff(args: argparse.Namespace) -> dict[str, Any]:
     from bertx.batching import DEFAULT_BATCH_TOKENS, plan
     from bertx.cpu import cpu_info
     from bertx.manifest import Manifest, Precision
-    from bertx.pooling import pool
+    from bertx.pooling import cosine_rows, pool
 
     manifest = Manifest.load(args.artifact)
     variant = manifest.variants.get(Precision(args.variant))
@@ -293,7 +295,8 @@ def diff(args: argparse.Namespace) -> dict[str, Any]:
         )
     ir = args.artifact / variant.file
     precision = args.precision or variant.inference_precision or "f32"
-    isa = args.isa or (AMX_CAP if cpu_info().amx else DEFAULT_CAP)
+    cpu = cpu_info()
+    isa = args.isa or (AMX_CAP if cpu.amx else DEFAULT_CAP)
     sides = (Side(None, precision), Side(None if isa == "native" else isa, args.precision_b or precision))
     if sides[1].precision == "bf16" and isa.upper() in NO_BF16:
         print(f"note: {isa} has no bf16 instructions: side B's bf16 is emulated, so the sides differ in precision too")
@@ -310,7 +313,7 @@ def diff(args: argparse.Namespace) -> dict[str, Any]:
     batches = [encoder.pad([encodings[i] for i in group]) for group in groups]
     feeds = [batch.feeds(manifest.inputs) for batch in batches]
     last = manifest.outputs[-1]
-    print(f"{ir.name} on {cpu_info().describe()}: A = {sides[0].describe()}, B = {sides[1].describe()}")
+    print(f"{ir.name} on {cpu.describe()}: A = {sides[0].describe()}, B = {sides[1].describe()}")
     with tempfile.TemporaryDirectory() as tmp:
         runs = [run_side(side, ir, feeds, "model", Path(tmp)) for side in sides]
         # vectors[side][way][text], way 0: alone, 1: in its batch
@@ -318,11 +321,11 @@ def diff(args: argparse.Namespace) -> dict[str, Any]:
         for s, run in enumerate(runs):
             for g, (group, batch) in enumerate(zip(groups, batches)):
                 vectors[s, int(g >= len(texts)), group] = pool(run[g][last], batch.mask, manifest.defaults.pooling)
-        way = {name: np.array([cosine(x, y) for x, y in zip(vectors[0, w], vectors[1, w])]) for w, name in WAYS}
+        way = {name: np.nan_to_num(cosine_rows(vectors[0, w], vectors[1, w]), nan=-1.0) for w, name in WAYS}
         report: dict[str, Any] = {
             "artifact": str(args.artifact),
             "graph": variant.file,
-            "cpu": cpu_info().describe(),
+            "cpu": cpu.describe(),
             "sides": [side.describe() for side in sides],
             "texts": len(texts),
             "batches": len(groups) - len(texts),
@@ -335,7 +338,7 @@ def diff(args: argparse.Namespace) -> dict[str, Any]:
                 f"{below} below {args.tolerance}"
             )
         for s, side in enumerate(sides):  # a text's vector in its batch against its vector alone, per side
-            invariance = min(cosine(x, y) for x, y in zip(vectors[s, 0], vectors[s, 1]))
+            invariance = float(np.nan_to_num(cosine_rows(vectors[s, 0], vectors[s, 1]), nan=-1.0).min())
             report[f"batch_invariance_{'ab'[s]}"] = invariance
             print(f"side {'AB'[s]} ({side.describe()}): a text in its batch vs alone, min cosine {invariance:.6f}")
         worst_way = min(way, key=lambda name: float(way[name].min()))

@@ -99,7 +99,7 @@ def timed_by_recommendation(quant: dict[str, Any], texts_per_s: dict[str, float]
     """A named recipe's settings with the speeds the recommendation measured side by side (fp32's and its
     own), for a candidate the INT8 step proved but did not time; other settings come back as they were."""
     fp32, int8 = texts_per_s.get("fp32"), texts_per_s.get("int8")
-    if quant["fp32_texts_per_s"] is not None or not fp32 or not int8:
+    if quant["mode"] != "fixed" or not fp32 or not int8:
         return quant
     candidates = [
         {**c, "texts_per_s": int8, "speedup": round(int8 / fp32, 3), "timed_again": True}

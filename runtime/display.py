@@ -150,12 +150,12 @@ def _candidates_table(quant: dict[str, Any], candidates: list[dict[str, Any]]) -
     cpu = f"{quant.get('chosen_for_cpu', '?')}, {cpu_class}"
     held_out = quant.get("held_out", {}).get("texts", "?")
     final = quant.get("final_round")
-    again = f"; * timed again side by side with fp32 at {final['fp32_texts_per_s']} texts/s" if final else ""
     if final and final.get("timed_by") == "recommendation":
         speed = f"speed on {cpu}: * timed side by side with fp32 ({final['fp32_texts_per_s']} texts/s) by the export"
     elif quant.get("fp32_texts_per_s") is None:
         speed = f"not timed on {cpu} (the export ran no recommendation)"
     else:
+        again = f"; * timed again side by side with fp32 at {final['fp32_texts_per_s']} texts/s" if final else ""
         speed = f"speed on {cpu} (fp32: {quant.get('fp32_texts_per_s')} texts/s{again})"
     heading = "INT8 search" if quant.get("mode") != "fixed" else f"INT8 recipe {quant.get('recipe')}"
     table = Table(

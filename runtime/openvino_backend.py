@@ -115,8 +115,9 @@ def cache_key(version: str, config: dict[str, Any]) -> str:
     process whose oneDNN is held to an older instruction set (`ONEDNN_MAX_CPU_ISA`), whose kernels differ.
     """
     cpu = cpu_info()
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    facts = {"openvino": version, "cpu": cpu.model, "flags": cpu.flags_key, "isa": isa, "config": config}
+    facts = {"openvino": version, "cpu": cpu.model, "flags": cpu.flags_key, "config": config}
+    if isa := os.environ.get("ONEDNN_MAX_CPU_ISA"):  # only when set: the folders of uncapped compiles stay put
+        facts["isa"] = isa
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     precision = str(config.get("INFERENCE_PRECISION_HINT", "default"))
     return f"{version.split('-')[0]}-{precision}-{digest}"
